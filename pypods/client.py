@@ -1,0 +1,521 @@
+"""One running pod process: starting it, calling it, noticing when it dies, stopping it.
+
+The hot path is a single caller thread: it writes the request and reads its own reply
+from the pipe, so a call costs two pipe writes and no thread hand-off. Calls from
+several threads are serialised by a lock; every request carries an id, and a reply is
+only accepted for the id it answers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import math
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from typing import Any, Mapping, NoReturn, Sequence
+
+from .errors import (
+    NoSuchFunctionError,
+    PodCrashedError,
+    PodError,
+    PodProtocolError,
+    PodStartError,
+    PodTimeoutError,
+    make_remote_error,
+)
+from .output import OutputPump
+from .runtime import codec, messages
+from .runtime.framing import FrameError, FrameReader
+from .runtime.protocol import (
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    ERROR_MRO,
+    ERROR_TRACEBACK,
+    ERROR_TYPE,
+    KIND_NO_SUCH_FUNCTION,
+    KIND_RAISED,
+    KIND_START_FAILED,
+    OP_DESCRIBE,
+    OP_SHUTDOWN,
+    PROTOCOL_VERSION,
+    STATUS_DONE,
+    STATUS_ERROR,
+)
+
+#: While waiting for a reply, how often to check that the process is still alive. A
+#: dead pod normally shows up at once as EOF on its pipe; this check catches the rare
+#: case where a child the pod forked keeps the pipe open after the pod died.
+LIVENESS_CHECK_INTERVAL = 0.25
+
+#: How long ``close`` waits for a pod to exit after asking it to shut down.
+SHUTDOWN_TIMEOUT = 5.0
+
+#: How long a pod that is being stopped gets between SIGTERM and SIGKILL.
+STOP_GRACE = 1.0
+
+#: How long to wait for the last of a dead pod's stderr (for the crash report).
+STDERR_GRACE = 0.5
+
+#: Pipe buffer size asked for on Linux: fewer wake-ups for large messages.
+PIPE_SIZE = 1 << 20
+
+_F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ exists only from Python 3.10
+
+_live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
+
+
+class PodProcess:
+    """A pod process and the protocol conversation with it.
+
+    Create with ``PodProcess.start``. Once the process has died (or was stopped), the
+    object stays dead: ``alive`` is False and the owner starts a new one.
+    """
+
+    def __init__(self, pod: str, proc: subprocess.Popen, stdout_r: int) -> None:
+        self.pod = pod
+        self.description: dict[str, Any] = {}
+        self._proc: subprocess.Popen | None = proc
+        self.pid = proc.pid
+        self._wfd = proc.stdin.fileno()
+        self._rfd = proc.stdout.fileno()
+        self._reader = FrameReader()
+        self._poller = select.poll()
+        self._poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._pump = OutputPump(stdout_r, _steal_fd(proc), name=pod)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._dead = False
+        self._stopping_reason: str | None = None
+        self.returncode: int | None = None
+        for fd in (self._wfd, self._rfd):
+            _enlarge_pipe(fd)
+        _live_processes.add(self)
+
+    # -- starting ------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        pod: str,
+        *,
+        python: str,
+        runtime_module: str,
+        pod_dir: str,
+        pods_dir: str,
+        env: Mapping[str, str],
+        timeout: float | None = None,
+    ) -> PodProcess:
+        """Start a pod process and ask it what it serves.
+
+        Raises:
+            PodStartError: the process could not be started, pod.py failed to import,
+                or the process died before answering.
+        """
+        out_r, out_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [
+                    python,
+                    "-s",
+                    "-m",
+                    runtime_module,
+                    "--out-fd",
+                    str(out_w),
+                    "--pod-dir",
+                    pod_dir,
+                    "--pods-dir",
+                    pods_dir,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(out_w,),
+                start_new_session=True,  # Ctrl-C in a terminal goes to the client only
+                env=dict(env),
+                bufsize=0,
+            )
+        except OSError as exc:
+            os.close(out_r)
+            raise PodStartError(f"pod {pod!r} could not be started: {exc}", pod=pod) from exc
+        finally:
+            os.close(out_w)
+        process = cls(pod, proc, out_r)
+        try:
+            process.description = process._describe(timeout)
+        except PodCrashedError as exc:
+            raise PodStartError(
+                f"pod {pod!r} died while starting ({_exit_text(exc.returncode)})"
+                + _tail_text(exc.stderr_tail),
+                pod=pod,
+                returncode=exc.returncode,
+                stderr_tail=exc.stderr_tail,
+            ) from None
+        except BaseException:
+            process.close()
+            raise
+        return process
+
+    def _describe(self, timeout: float | None) -> dict[str, Any]:
+        request_id = next(self._ids)
+        data = messages.request(OP_DESCRIBE, request_id, protocol=PROTOCOL_VERSION)
+        reply = self._exchange(data, request_id, None, timeout)
+        if reply.get("status") == STATUS_ERROR:
+            error = _error_fields(reply)
+            self._stop("start failed")
+            if error[ERROR_KIND] == KIND_START_FAILED:
+                raise PodStartError(
+                    f"pod {self.pod!r} failed to start: importing pod.py raised "
+                    f"{error[ERROR_TYPE]}: {error[ERROR_MESSAGE]}"
+                    + _traceback_text(error[ERROR_TRACEBACK]),
+                    pod=self.pod,
+                    remote_type=error[ERROR_TYPE],
+                    remote_traceback=error[ERROR_TRACEBACK],
+                )
+            raise PodStartError(
+                f"pod {self.pod!r} refused to start: {error[ERROR_MESSAGE]}", pod=self.pod
+            )
+        description = self._decode_value(reply)
+        if (
+            type(description) is not dict
+            or description.get("protocol") != PROTOCOL_VERSION
+            or type(description.get("functions")) is not list
+        ):
+            self._fail_protocol("the describe reply is malformed")
+        return description
+
+    # -- calling ---------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has died or been stopped."""
+        return not self._dead
+
+    def invoke(
+        self, function: str, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
+    ) -> Any:
+        """Call ``function`` in the pod and return its result.
+
+        Raises:
+            TypeError: an argument cannot cross (nothing was sent; the pod is unaffected).
+            RemoteError: the function raised.
+            NoSuchFunctionError: the pod serves no such function.
+            PodCrashedError: the process died before or during the call.
+            PodTimeoutError: no reply within ``timeout`` seconds; the pod was stopped.
+        """
+        request_id = next(self._ids)
+        data = messages.invoke_request(request_id, function, args, kwargs)
+        reply = self._exchange(data, request_id, function, timeout)
+        self._pump.drain()
+        if reply.get("status") == STATUS_DONE:
+            return self._decode_value(reply)
+        raise self._error(_error_fields(reply), function)
+
+    def _exchange(
+        self, data: bytes, request_id: int, function: str | None, timeout: float | None
+    ) -> dict[str, Any]:
+        """Send one request and return its reply, under the call lock."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise PodTimeoutError(
+                f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s while "
+                "waiting for other calls to finish (the call was not started)",
+                pod=self.pod,
+                function=function or "describe",
+                timeout=timeout,
+            )
+        try:
+            if self._dead:
+                raise PodCrashedError(
+                    f"pod {self.pod!r} is not running", pod=self.pod, returncode=self.returncode
+                )
+            try:
+                self._send(data)
+            except BrokenPipeError:
+                self._fail_crashed(function, during=False)
+            return self._receive(request_id, function, deadline, timeout)
+        except PodError:
+            raise
+        except BaseException:
+            # Interrupted (KeyboardInterrupt) mid-conversation: a reply may still come
+            # and would be taken for the next call's. The pod's state is unknown.
+            self._stop("interrupted")
+            raise
+        finally:
+            self._lock.release()
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._wfd, view) :]
+
+    def _receive(
+        self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
+    ) -> dict[str, Any]:
+        reader = self._reader
+        while True:
+            try:
+                frame = reader.next_frame()
+                if frame is not None:
+                    reply = messages.unpack(frame)
+                    break
+                self._wait_readable(function, deadline, timeout)
+                count = os.readv(self._rfd, [reader.writable()])
+            except (FrameError, messages.ProtocolError) as exc:
+                self._fail_protocol(str(exc))
+            if count == 0:
+                self._fail_crashed(function, during=True)
+            reader.wrote(count)
+        if reply["id"] != request_id:
+            self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
+        return reply
+
+    def _wait_readable(
+        self, function: str | None, deadline: float | None, timeout: float | None
+    ) -> None:
+        while True:
+            wait = LIVENESS_CHECK_INTERVAL
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._fail_timeout(function, timeout)
+                wait = min(wait, remaining)
+            if self._poller.poll(math.ceil(wait * 1000)):
+                return
+            if self._proc is not None and self._proc.poll() is not None:
+                self._fail_crashed(function, during=True)
+
+    # -- results and errors -------------------------------------------------------------
+
+    def _decode_value(self, reply: dict[str, Any]) -> Any:
+        try:
+            return codec.decode(reply.get("value"))
+        except codec.DecodeError as exc:
+            self._fail_protocol(f"undecodable value: {exc}")
+
+    def _error(self, error: dict[str, Any], function: str | None) -> PodError:
+        kind = error[ERROR_KIND]
+        if kind == KIND_RAISED:
+            return make_remote_error(
+                message=error[ERROR_MESSAGE],
+                remote_type=error[ERROR_TYPE],
+                mro=error[ERROR_MRO],
+                traceback=error[ERROR_TRACEBACK],
+                pod=self.pod,
+                function=function,
+            )
+        if kind == KIND_NO_SUCH_FUNCTION:
+            served = [f["name"] for f in self.description.get("functions", [])]
+            return NoSuchFunctionError(self.pod, function or "", served)
+        return PodProtocolError(
+            f"pod {self.pod!r} rejected the request for {function}(): {error[ERROR_MESSAGE]}"
+        )
+
+    def _fail_crashed(self, function: str | None, *, during: bool) -> NoReturn:
+        reason = self._stopping_reason
+        returncode = self._stop("crashed", grace=STOP_GRACE)
+        tail = self._pump.stderr_tail()
+        if reason is not None:
+            what = f"was stopped ({reason})"
+        elif during and function:
+            what = f"crashed during a call to {function}()"
+        elif function:
+            what = f"had exited before the call to {function}() (between calls)"
+        else:
+            what = "exited"
+        raise PodCrashedError(
+            f"pod {self.pod!r} {what}: {_exit_text(returncode)}."
+            + _tail_text(tail)
+            + "\nThe next call starts a fresh pod process (its module state is lost).",
+            pod=self.pod,
+            returncode=returncode,
+            stderr_tail=tail,
+        )
+
+    def _fail_timeout(self, function: str | None, timeout: float | None) -> NoReturn:
+        self._stop("timed out")
+        raise PodTimeoutError(
+            f"call to {function or 'describe'}() in pod {self.pod!r} did not finish within "
+            f"{timeout:g}s. The pod was stopped, since its state is unknown; the next call "
+            "starts a fresh pod process.",
+            pod=self.pod,
+            function=function or "describe",
+            timeout=timeout or 0.0,
+        )
+
+    def _fail_protocol(self, problem: str) -> NoReturn:
+        self._stop("protocol error")
+        raise PodProtocolError(
+            f"pod {self.pod!r} broke the protocol ({problem}); it was stopped and the next "
+            "call starts a fresh pod process."
+        )
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop the pod: a clean shutdown if it is idle, else terminate it.
+
+        A call running in another thread fails with ``PodCrashedError``.
+        """
+        if self._dead:
+            return
+        if not self._lock.acquire(blocking=False):
+            self._stopping_reason = "unloaded during the call"
+            self._terminate()
+            return
+        try:
+            if not self._dead:
+                request_id = next(self._ids)
+                try:
+                    self._send(messages.request(OP_SHUTDOWN, request_id))
+                    self._receive(request_id, None, time.monotonic() + timeout, timeout)
+                except (PodError, OSError):
+                    pass
+                self._stop("unloaded", grace=timeout)
+        finally:
+            self._lock.release()
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+
+    def _stop(self, reason: str, *, grace: float = 0.0) -> int | None:
+        """Make sure the process is gone, reap it, release everything. Idempotent.
+
+        Args:
+            reason: why (for messages): "unloaded", "crashed", "timed out"...
+            grace: seconds the process may take to exit by itself before it is
+                signalled. A process that is gone or going (after a shutdown request,
+                or after it closed its pipe) gets time to finish and report its true
+                exit status; one that is stuck is stopped at once.
+        """
+        if self._dead:
+            return self.returncode
+        self._dead = True
+        _live_processes.discard(self)
+        proc = self._proc
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()  # EOF also tells a healthy pod to exit
+                except OSError:
+                    pass
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            # The pod is reaped, but its group id stays reserved while any child the pod
+            # started is alive: take those down too, so nothing is left behind.
+            _signal_group(proc.pid, signal.SIGTERM)
+            self.returncode = proc.returncode
+        self._pump.finish(STDERR_GRACE)
+        return self.returncode
+
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: drop the parent's pipes without touching the pod."""
+        self._dead = True
+        self._proc = None
+        self._lock = threading.Lock()
+        for fd in (self._wfd, self._rfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pump.abandon()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else f"dead ({_exit_text(self.returncode)})"
+        return f"<PodProcess {self.pod!r} pid={self.pid} {state}>"
+
+
+def _close_all() -> None:
+    """At interpreter exit: shut down every pod still running, quietly."""
+    for process in list(_live_processes):
+        try:
+            process.close(timeout=2.0)
+        except Exception:
+            pass
+
+
+atexit.register(_close_all)
+
+
+def _after_fork_in_child() -> None:
+    for process in list(_live_processes):
+        process._abandon_after_fork()
+    _live_processes.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _steal_fd(proc: subprocess.Popen) -> int:
+    """Take the stderr descriptor away from ``proc`` so the output pump owns it."""
+    fd = os.dup(proc.stderr.fileno())
+    proc.stderr.close()
+    proc.stderr = None
+    return fd
+
+
+def _enlarge_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, OSError):
+        pass  # not Linux, or above the system's limit: the default size works too
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _error_fields(reply: dict[str, Any]) -> dict[str, Any]:
+    error = reply.get("error")
+    error = error if type(error) is dict else {}
+    mro = error.get(ERROR_MRO)
+    return {
+        ERROR_KIND: str(error.get(ERROR_KIND, "")),
+        ERROR_TYPE: str(error.get(ERROR_TYPE, "Exception")),
+        ERROR_MRO: [str(n) for n in mro] if type(mro) is list else [],
+        ERROR_MESSAGE: str(error.get(ERROR_MESSAGE, "")),
+        ERROR_TRACEBACK: str(error.get(ERROR_TRACEBACK, "")),
+    }
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "exit status unknown"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exit code {returncode}"
+
+
+def _tail_text(lines: Sequence[str]) -> str:
+    if not lines:
+        return " It wrote nothing to stderr."
+    body = "\n".join(f"    {line}" for line in lines)
+    return f"\nLast lines on the pod's stderr:\n{body}"
+
+
+def _traceback_text(traceback: str) -> str:
+    return f"\n\nTraceback in the pod:\n{traceback.rstrip()}" if traceback else ""

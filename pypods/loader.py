@@ -1,0 +1,320 @@
+"""``PodLoader``: the public face of a pod.
+
+It finds (or creates) the pod folder, has the venv built, starts the pod process,
+and injects a proxy for every function the pod serves into the caller's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .client import PodProcess
+from .config import read_config
+from .env import RUNTIME_PACKAGE, PodEnvironment
+from .errors import NoSuchFunctionError, PodNotLoadedError, PodProtocolError
+from .folder import PodFolder, default_pods_dir, validate_pod_name
+from .proxies import make_proxy
+
+_live_loaders: weakref.WeakSet[PodLoader] = weakref.WeakSet()
+
+
+class PodLoader:
+    """Loads one pod and gives access to its functions.
+
+    Args:
+        pod_name: the pod's name: a Python identifier, and the name of its folder.
+        namespace: where to inject the pod's functions, typically ``globals()``;
+            None to inject nowhere (use ``loader.foo(...)`` or ``loader.call``).
+        pods_dir: the folder holding pods. Default: ``$PYPODS_DIR`` when set, else
+            ``./pods`` under the current working directory (read once, here).
+        python: the interpreter the pod's venv is built from: None for the one
+            running this program, a version such as ``"3.9"`` (the newest installed
+            3.9.x), or the path of an interpreter. Wins over ``python`` in pod.toml.
+        timeout: default limit, in seconds, for each call; None for no limit. A call
+            that runs past it raises ``PodTimeoutError`` and the pod is restarted.
+        env: extra environment variables for the pod process.
+
+    Raises:
+        ValueError: ``pod_name`` is not a valid pod name, or ``timeout`` is not positive.
+        TypeError: ``namespace`` or ``env`` has the wrong type.
+
+    Example::
+
+        pl = PodLoader("hello_world_pod", globals())
+        pl.load_pod()
+        foo(1, 2)         # runs in the pod
+        pl.unload_pod()
+    """
+
+    def __init__(
+        self,
+        pod_name: str,
+        namespace: MutableMapping[str, Any] | None = None,
+        *,
+        pods_dir: str | os.PathLike[str] | None = None,
+        python: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        validate_pod_name(pod_name)
+        if namespace is not None and not isinstance(namespace, MutableMapping):
+            raise TypeError(
+                f"namespace must be a dict such as globals(), not {type(namespace).__name__}"
+            )
+        if python is not None and not isinstance(python, (str, os.PathLike)):
+            raise TypeError(
+                f"python must be a version string or a path, not {type(python).__name__}"
+            )
+        if env is not None:
+            if not isinstance(env, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+            ):
+                raise TypeError("env must be a mapping of str to str")
+            env = dict(env)
+        self.name = pod_name
+        self.namespace = namespace
+        self.folder = PodFolder(default_pods_dir() if pods_dir is None else pods_dir, pod_name)
+        self.python = python
+        self.timeout = timeout
+        self.env = env
+        self._lock = threading.RLock()
+        self._process: PodProcess | None = None
+        self._environment: PodEnvironment | None = None
+        self._proxies: dict[str, Callable[..., Any]] = {}
+        self._injected: dict[str, Callable[..., Any]] = {}
+        self._shadowed: dict[str, Any] = {}
+        _live_loaders.add(self)
+
+    # -- options and paths -------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float | None:
+        """Default limit in seconds for each call (None: no limit); may be changed."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = _check_timeout(value)
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.folder.pods_dir
+
+    @property
+    def pod_dir(self) -> Path:
+        return self.folder.path
+
+    # -- loading ---------------------------------------------------------------------
+
+    def load_pod(self) -> PodLoader:
+        """Create the pod if needed, bring its venv in line, start it, inject its functions.
+
+        Calling it again restarts the pod process (its state is lost) and injects what
+        it serves now. If the new process cannot start, the running one, if any, is
+        kept, and so are the injected functions.
+
+        Returns:
+            The loader itself.
+
+        Raises:
+            PodInstallError: the venv could not be built.
+            PodStartError: the pod process could not start (pod.py raised...).
+            PodConfigError: the pod folder or its pod.toml is invalid.
+        """
+        with self._lock:
+            self.folder.ensure_exists()
+            config = read_config(self.folder.config_file)
+            environment = PodEnvironment(
+                self.folder,
+                python=self.python if self.python is not None else config.python,
+                options=config.install,
+            )
+            environment.ensure_ready()
+            process = self._start(environment)
+            try:
+                proxies = self._make_proxies(process)
+            except BaseException:
+                process.close()
+                raise
+            old = self._process
+            self._uninject()
+            self._process, self._environment, self._proxies = process, environment, proxies
+            self._inject()
+            if old is not None:
+                old.close()
+        return self
+
+    def unload_pod(self) -> None:
+        """Stop the pod and remove exactly the names that were injected.
+
+        A name is removed only while it is still bound to the proxy that was injected;
+        what the injection shadowed is put back. Safe to call when not loaded.
+        """
+        with self._lock:
+            self._uninject()
+            process, self._process = self._process, None
+            self._proxies = {}
+        if process is not None:
+            process.close()
+
+    @property
+    def loaded(self) -> bool:
+        """True between ``load_pod()`` and ``unload_pod()``."""
+        return self._process is not None
+
+    @property
+    def functions(self) -> Mapping[str, Callable[..., Any]]:
+        """The proxies of the functions the pod serves, by name (read-only view)."""
+        return dict(self._proxies)
+
+    @property
+    def pid(self) -> int | None:
+        """The pod process's id, or None when not loaded."""
+        process = self._process
+        return process.pid if process is not None else None
+
+    # -- calling ---------------------------------------------------------------------
+
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the pod function ``name`` with these arguments.
+
+        Raises:
+            NoSuchFunctionError: the pod serves no function ``name``.
+            PodNotLoadedError: the pod is not loaded.
+        """
+        proxy = self._proxies.get(name)
+        if proxy is None:
+            self._require_loaded()
+            raise NoSuchFunctionError(self.name, name, list(self._proxies))
+        return proxy(*args, **kwargs)
+
+    def _invoke(self, function: str, args: tuple, kwargs: dict) -> Any:
+        process = self._process
+        if process is None:
+            self._require_loaded()
+        if not process.alive:
+            process = self._restart(process)
+        return process.invoke(function, args, kwargs, self._timeout)
+
+    def _restart(self, dead: PodProcess) -> PodProcess:
+        with self._lock:
+            self._require_loaded()
+            if self._process is dead:
+                self._process = self._start(self._environment)
+            return self._process
+
+    def _start(self, environment: PodEnvironment) -> PodProcess:
+        return PodProcess.start(
+            self.name,
+            python=str(environment.python),
+            runtime_module=RUNTIME_PACKAGE,
+            pod_dir=str(self.folder.path),
+            pods_dir=str(self.folder.pods_dir),
+            env=environment.process_env(self.env),
+        )
+
+    def _require_loaded(self) -> None:
+        if self._process is None:
+            raise PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
+
+    def _make_proxies(self, process: PodProcess) -> dict[str, Callable[..., Any]]:
+        proxies = {}
+        for description in process.description["functions"]:
+            try:
+                name = description["name"]
+                proxies[name] = make_proxy(description, self._bind(name))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PodProtocolError(
+                    f"pod {self.name!r} described a function in a form this client cannot "
+                    f"read ({exc}): is the pod runtime from another PyPods version?"
+                ) from None
+        return proxies
+
+    def _bind(self, function: str) -> Callable[[tuple, dict], Any]:
+        invoke = self._invoke
+
+        def forward(args: tuple, kwargs: dict) -> Any:
+            return invoke(function, args, kwargs)
+
+        return forward
+
+    # -- namespace injection -----------------------------------------------------------
+
+    def _inject(self) -> None:
+        namespace = self.namespace
+        if namespace is None:
+            return
+        for name, proxy in self._proxies.items():
+            if name in namespace:
+                self._shadowed[name] = namespace[name]
+            namespace[name] = proxy
+            self._injected[name] = proxy
+
+    def _uninject(self) -> None:
+        namespace = self.namespace
+        if namespace is not None:
+            for name, proxy in self._injected.items():
+                if namespace.get(name) is proxy:
+                    if name in self._shadowed:
+                        namespace[name] = self._shadowed[name]
+                    else:
+                        del namespace[name]
+        self._injected = {}
+        self._shadowed = {}
+
+    # -- conveniences ------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        proxies = self.__dict__.get("_proxies", {})
+        if name in proxies:
+            return proxies[name]
+        if self.__dict__.get("_process") is None:
+            raise NoSuchFunctionError(self.name, name, (), not_loaded=True)
+        raise NoSuchFunctionError(self.name, name, list(proxies))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._proxies))
+
+    def __enter__(self) -> PodLoader:
+        if not self.loaded:
+            self.load_pod()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.unload_pod()
+
+    def __repr__(self) -> str:
+        process = self._process
+        if process is None:
+            state = "not loaded"
+        else:
+            state = f"loaded, pid {process.pid}, {len(self._proxies)} functions"
+        return f"<PodLoader {self.name!r} at {str(self.folder.path)!r} ({state})>"
+
+
+def _after_fork_in_child() -> None:
+    for loader in list(_live_loaders):
+        loader._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return float(timeout)

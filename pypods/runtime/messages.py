@@ -1,0 +1,166 @@
+"""Building and reading protocol messages as bytes (sans-IO).
+
+Everything here is a pure function from Python values to frame bytes or back; the
+client and the pod server own the file descriptors.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+import bson
+
+from . import codec
+from .framing import FrameError
+from .protocol import (
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    ERROR_MRO,
+    ERROR_TRACEBACK,
+    ERROR_TYPE,
+    KIND_RAISED,
+    OP_INVOKE,
+    STATUS_DONE,
+    STATUS_ERROR,
+)
+
+if not (callable(getattr(bson, "encode", None)) and callable(getattr(bson, "decode", None))):
+    raise ImportError(
+        f"the 'bson' module at {getattr(bson, '__file__', '?')} is not pymongo's: the "
+        "standalone 'bson' package from PyPI (py-bson) installs a module of the same "
+        "name over it. PyPods needs pymongo's bson: remove the requirement that pulls "
+        "in 'bson', then reinstall pymongo."
+    )
+
+
+class ProtocolError(ValueError):
+    """A frame holds something that is not a valid PyPods message."""
+
+
+def pack(doc: dict[str, Any]) -> bytes:
+    """Encode a message document whose values are already BSON-safe."""
+    return bson.encode(doc)
+
+
+def unpack(frame: bytes | memoryview) -> dict[str, Any]:
+    """Decode one frame into a message document.
+
+    Raises:
+        ProtocolError: the frame is not valid BSON or has no int ``id``.
+    """
+    try:
+        doc = bson.decode(frame)
+    except Exception as exc:  # bson raises InvalidBSON and others for bad input
+        raise ProtocolError(f"invalid BSON in frame: {exc}") from None
+    if type(doc.get("id")) is not int:
+        raise ProtocolError(f"message without an integer id: keys {sorted(doc)}")
+    return doc
+
+
+def _pack_with_value(build: Callable[[Callable[..., Any]], dict[str, Any]]) -> bytes:
+    """Pack a message built around encoded values, retrying carefully for odd strings.
+
+    ``build`` receives the encoder to use. The fast encoder passes strings through as
+    they are; only when BSON refuses one (a lone surrogate, which UTF-8 cannot encode)
+    is the message rebuilt with the careful encoder, which tags such strings.
+    """
+    try:
+        return bson.encode(build(codec.encode))
+    except UnicodeEncodeError:
+        return bson.encode(
+            build(lambda value, root="value": codec.encode(value, root=root, careful=True))
+        )
+
+
+def invoke_request(request_id: int, function: str, args: tuple, kwargs: dict) -> bytes:
+    """Build an ``invoke`` request.
+
+    Raises:
+        UnsupportedTypeError: an argument cannot cross (nothing was sent).
+        ValueError: an argument contains itself or is nested too deeply.
+    """
+
+    def build(enc: Callable[..., Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = {"op": OP_INVOKE, "id": request_id, "fn": function}
+        if args:
+            doc["args"] = enc(list(args), root="args")
+        if kwargs:
+            doc["kwargs"] = enc(kwargs, root="kwargs")
+        return doc
+
+    return _pack_with_value(build)
+
+
+def request(op: str, request_id: int, **fields: Any) -> bytes:
+    """Build a request whose fields are plain BSON values (describe, shutdown)."""
+    return bson.encode({"op": op, "id": request_id, **fields})
+
+
+def done_reply(request_id: int, value: Any, *, root: str = "result") -> bytes:
+    """Build a successful reply carrying ``value``."""
+    return _pack_with_value(
+        lambda enc: {"id": request_id, "status": STATUS_DONE, "value": enc(value, root=root)}
+    )
+
+
+def error_reply(request_id: int, error: dict[str, Any]) -> bytes:
+    """Build an error reply from an error document (see ``exception_error``)."""
+    doc = {"id": request_id, "status": STATUS_ERROR, "error": error}
+    try:
+        return bson.encode(doc)
+    except UnicodeEncodeError:  # a message or traceback with a lone surrogate
+        safe = {k: _utf8(v) for k, v in error.items()}
+        return bson.encode({**doc, "error": safe})
+
+
+def _utf8(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_utf8(v) for v in value]
+    return value
+
+
+def plain_error(kind: str, type_name: str, message: str) -> dict[str, Any]:
+    """An error document for a failure that is not an exception raised by pod code."""
+    return {
+        ERROR_KIND: kind,
+        ERROR_TYPE: type_name,
+        ERROR_MRO: [type_name],
+        ERROR_MESSAGE: message,
+        ERROR_TRACEBACK: "",
+    }
+
+
+def exception_error(exc: BaseException, *, kind: str = KIND_RAISED) -> dict[str, Any]:
+    """Describe an exception raised in the pod, for an error reply."""
+    cls = type(exc)
+    return {
+        ERROR_KIND: kind,
+        ERROR_TYPE: codec.qualified_name(cls),
+        ERROR_MRO: [codec.qualified_name(c) for c in cls.__mro__ if c is not object],
+        ERROR_MESSAGE: _safe_str(exc),
+        ERROR_TRACEBACK: "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+    }
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<exception str() failed for {type(exc).__name__}>"
+
+
+__all__ = [
+    "FrameError",
+    "ProtocolError",
+    "done_reply",
+    "error_reply",
+    "exception_error",
+    "invoke_request",
+    "pack",
+    "plain_error",
+    "request",
+    "unpack",
+]

@@ -1,0 +1,70 @@
+"""The PyPods wire protocol: message kinds, field names and limits, in one table.
+
+Both ends import this module (the client as ``pypods.runtime.protocol``, the pod as
+``_pypods_runtime.protocol``), so the two can never disagree about a name. The prose
+version, with examples, is ``docs/protocol.md``.
+
+Every message is one BSON document. Requests go from client to pod, replies from pod
+to client::
+
+    request  {"op": <OP_*>, "id": <int>, ...}
+    reply    {"id": <int>, "status": "done", "value": <encoded value>}
+             {"id": <int>, "status": "error", "error": {<ERROR_* fields>}}
+
+A reply carries the id of the request it answers. Ids are chosen by the client, are
+unique for the life of one pod process, and let replies be matched to requests even
+when several are in flight.
+"""
+
+from __future__ import annotations
+
+#: Bumped whenever a change on one side needs the other side to change too. The client
+#: sends its version in ``describe`` and refuses a pod runtime that answers with another.
+#: Pod venvs outlive upgrades of PyPods, so this check is what turns a stale runtime copy
+#: into a clear error instead of a confusing failure later.
+PROTOCOL_VERSION = 1
+
+# -- requests (client -> pod) ------------------------------------------------------
+OP_DESCRIBE = "describe"  # {protocol}: reply value is the pod description below
+OP_INVOKE = "invoke"  # {fn, args?, kwargs?}: call a served function
+OP_SHUTDOWN = "shutdown"  # {}: reply, then exit cleanly (atexit handlers run)
+
+REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN})
+
+# -- replies (pod -> client) -------------------------------------------------------
+STATUS_DONE = "done"
+STATUS_ERROR = "error"
+
+# Fields of the "error" document of a reply.
+ERROR_KIND = "kind"  # one of the KIND_* values below
+ERROR_TYPE = "type"  # qualified name of the exception class raised in the pod
+ERROR_MRO = "mro"  # qualified names of that class and its bases, most derived first
+ERROR_MESSAGE = "message"  # str() of the exception
+ERROR_TRACEBACK = "traceback"  # formatted traceback, pod frames only
+
+KIND_RAISED = "raised"  # pod code raised an exception
+KIND_NO_SUCH_FUNCTION = "no-such-function"  # the pod does not serve that name
+KIND_BAD_REQUEST = "bad-request"  # the request was malformed or could not be decoded
+KIND_START_FAILED = "start-failed"  # importing pod.py failed; the pod exits after this
+
+# -- the describe reply's value ------------------------------------------------------
+# {"protocol": int, "python": "3.11.7", "pid": int,
+#  "functions": [{"name", "func_name", "qualname", "module", "doc", "signature"}, ...]}
+# "name" is the name the function is served under (its global name in pod.py);
+# "func_name" is its ``__name__``, which differs for aliases (``bar = foo``).
+# "signature" is None when the function has none that inspect can read, else
+# {"parameters": [{"name", "kind", "default"?, "default_repr"?, "annotation"?}, ...],
+#  "return_annotation"?: str}. "kind" is int(inspect.Parameter.kind). A default the
+# codec can carry is sent as "default"; any other as its repr in "default_repr".
+
+# -- limits -------------------------------------------------------------------------
+#: The smallest valid BSON document: an int32 length and the terminating NUL.
+MIN_FRAME_SIZE = 5
+
+#: BSON's length prefix is a signed int32, so no document can be larger than this. A
+#: reader refuses any prefix above its configured maximum before allocating anything,
+#: so a corrupt or hostile prefix can never cause a huge allocation.
+MAX_FRAME_SIZE = 2**31 - 1
+
+#: How much of a repr is kept when a default value cannot be sent as a value.
+MAX_DEFAULT_REPR = 200

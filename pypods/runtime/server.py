@@ -1,0 +1,265 @@
+"""The pod's main loop: import pod.py once, then answer requests until the client goes.
+
+Calls run one at a time on the main thread (some libraries insist on it), so pod.py's
+module state lives across calls exactly as in an ordinary program.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+import threading
+import time
+import types
+from typing import Any, Callable
+
+from . import codec, messages
+from .describe import ServedNamesError, describe_function, served_functions
+from .framing import FrameError, FrameReader
+from .protocol import (
+    KIND_BAD_REQUEST,
+    KIND_NO_SUCH_FUNCTION,
+    KIND_RAISED,
+    KIND_START_FAILED,
+    OP_DESCRIBE,
+    OP_INVOKE,
+    OP_SHUTDOWN,
+    PROTOCOL_VERSION,
+)
+
+#: How often the pod checks that the client that started it is still alive. A pod busy
+#: in a long call does not read its stdin, so it would not see the EOF a dead client
+#: leaves behind; this check bounds how long such a pod can outlive its client.
+PARENT_CHECK_INTERVAL = 0.5
+
+#: The module name pod.py is imported under. The pod folder is first on sys.path, so
+#: ``import pod`` from a helper module finds this same module rather than a second copy.
+POD_MODULE_NAME = "pod"
+
+
+class PodServer:
+    """Serves the functions of one pod.py over a pair of file descriptors."""
+
+    def __init__(
+        self, read_fd: int, write_fd: int, *, pod_file: str, flush_output: Callable[[], None]
+    ) -> None:
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+        self._reader = FrameReader()
+        self._pod_file = pod_file
+        self._flush_output = flush_output
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._start_error: dict[str, Any] | None = None
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Import pod.py; remember a failure so that ``describe`` can report it."""
+        try:
+            module = _import_pod(self._pod_file)
+            self._functions = served_functions(module)
+        except ServedNamesError as exc:
+            exc.__traceback__ = None
+            self._start_error = messages.exception_error(exc, kind=KIND_START_FAILED)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt at import too
+            _trim_traceback(exc, self._pod_file)
+            self._start_error = messages.exception_error(exc, kind=KIND_START_FAILED)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Answer requests until the client closes the pipe or asks for shutdown.
+
+        Returns the process exit status.
+        """
+        handlers = {OP_INVOKE: self._invoke, OP_DESCRIBE: self._describe}
+        while True:
+            try:
+                message = self._receive()
+            except (FrameError, messages.ProtocolError) as exc:
+                _report(f"the client sent a corrupt message ({exc}); exiting")
+                return 2
+            if message is None:
+                return 0  # the client closed the connection: it is gone or done
+            op = message.get("op")
+            if op == OP_SHUTDOWN:
+                self._reply(messages.done_reply(message["id"], None))
+                return 0
+            handler = handlers.get(op)
+            if handler is None:
+                error = messages.plain_error(
+                    KIND_BAD_REQUEST, "ValueError", f"unknown request op {op!r}"
+                )
+                self._reply(messages.error_reply(message["id"], error))
+                continue
+            if not handler(message):
+                return 1
+
+    def _describe(self, message: dict[str, Any]) -> bool:
+        request_id = message["id"]
+        if self._start_error is not None:
+            self._reply(messages.error_reply(request_id, self._start_error))
+            return False
+        if message.get("protocol") != PROTOCOL_VERSION:
+            error = messages.plain_error(
+                KIND_BAD_REQUEST,
+                "RuntimeError",
+                f"protocol mismatch: the client speaks {message.get('protocol')!r}, "
+                f"this pod runtime speaks {PROTOCOL_VERSION}",
+            )
+            self._reply(messages.error_reply(request_id, error))
+            return False
+        description = {
+            "protocol": PROTOCOL_VERSION,
+            "python": platform.python_version(),
+            "pid": os.getpid(),
+            "functions": [describe_function(n, f) for n, f in self._functions.items()],
+        }
+        self._reply(messages.done_reply(request_id, description, root="description"))
+        return True
+
+    def _invoke(self, message: dict[str, Any]) -> bool:
+        request_id = message["id"]
+        name = message.get("fn")
+        function = self._functions.get(name) if type(name) is str else None
+        if function is None:
+            error = messages.plain_error(
+                KIND_NO_SUCH_FUNCTION, "AttributeError", f"the pod serves no function {name!r}"
+            )
+            self._reply(messages.error_reply(request_id, error))
+            return True
+        try:
+            args = codec.decode(message.get("args", []))
+            kwargs = codec.decode(message.get("kwargs", {}))
+            if type(args) is not list or type(kwargs) is not dict:
+                raise codec.DecodeError("args must be a list and kwargs a dict")
+        except codec.DecodeError as exc:
+            error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", str(exc))
+            self._reply(messages.error_reply(request_id, error))
+            return True
+        try:
+            result = function(*args, **kwargs)
+        except SystemExit:
+            self._flush_output()
+            raise  # pod code asked the pod to end; the client sees the exit
+        except BaseException as exc:
+            _drop_first_frame(exc)
+            reply = messages.error_reply(request_id, messages.exception_error(exc))
+        else:
+            try:
+                reply = messages.done_reply(request_id, result)
+            except (TypeError, ValueError) as exc:
+                error = messages.plain_error(
+                    KIND_RAISED,
+                    type(exc).__name__ if type(exc) is ValueError else "TypeError",
+                    f"{name}() returned a value that cannot cross back to the client: {exc}",
+                )
+                reply = messages.error_reply(request_id, error)
+        self._reply(reply)
+        return True
+
+    # -- I/O -----------------------------------------------------------------------------
+
+    def _receive(self) -> dict[str, Any] | None:
+        reader = self._reader
+        while True:
+            frame = reader.next_frame()
+            if frame is not None:
+                return messages.unpack(frame)
+            count = os.readv(self._read_fd, [reader.writable()])
+            if count == 0:
+                return None
+            reader.wrote(count)
+
+    def _reply(self, data: bytes) -> None:
+        self._flush_output()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._write_fd, view)
+            view = view[written:]
+
+
+def _import_pod(pod_file: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(POD_MODULE_NAME, pod_file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {pod_file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[POD_MODULE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(POD_MODULE_NAME, None)
+        raise
+    return module
+
+
+def _trim_traceback(exc: BaseException, pod_file: str) -> None:
+    """Start the traceback at pod.py's own frame, hiding importlib's machinery."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != pod_file:
+        tb = tb.tb_next
+    exc.__traceback__ = tb  # None for a SyntaxError: its message locates the error
+
+
+def _drop_first_frame(exc: BaseException) -> None:
+    """Hide the server's own frame (the one that called the pod function)."""
+    if exc.__traceback__ is not None:
+        exc.__traceback__ = exc.__traceback__.tb_next
+
+
+def _report(text: str) -> None:
+    try:
+        sys.stderr.write(f"pypods pod runtime: {text}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def watch_parent(interval: float = PARENT_CHECK_INTERVAL) -> None:
+    """Exit the pod as soon as the process that started it is gone."""
+    parent = os.getppid()
+    if parent <= 1:
+        return  # started by init itself: nothing to watch
+
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=run, name="pypods-parent-watch", daemon=True).start()
+
+
+def setup_import_path(pod_dir: str, pods_dir: str) -> None:
+    """Make pod-folder modules importable, and nothing of the client's.
+
+    ``python -m`` put the working directory (the client's) first on sys.path; it is
+    removed. The pod folder goes first, so ``import module_test`` finds the pod's own
+    module; the folder holding the pods folder goes last, so ``import
+    pods.<name>.module`` works as in the original PyPods yet can never shadow a package
+    installed in the pod's venv.
+    """
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    sys.path.insert(0, pod_dir)
+    parent = os.path.dirname(os.path.abspath(pods_dir))
+    if parent not in sys.path:
+        sys.path.append(parent)
+
+
+def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> int:
+    """Run a pod whose protocol is already on private descriptors; return exit status."""
+    from .stdio import output_flusher
+
+    watch_parent()
+    setup_import_path(pod_dir, pods_dir)
+    server = PodServer(
+        read_fd,
+        write_fd,
+        pod_file=os.path.join(pod_dir, "pod.py"),
+        flush_output=output_flusher(),
+    )
+    server.load()
+    return server.serve()

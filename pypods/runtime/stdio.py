@@ -1,0 +1,67 @@
+"""Moving the protocol off descriptors 0-2, so pod code cannot touch it.
+
+The client starts the pod with the protocol on its stdin/stdout. Pod code, and the C
+libraries it loads, believe those descriptors are theirs: ``print()``, ``os.write(1,
+...)``, a C ``printf`` or ``input()`` would corrupt or consume protocol bytes. So before
+anything else runs, the protocol moves to private (non-inheritable) descriptors, fd 0
+becomes /dev/null and fd 1 becomes the output pipe the client passed for the pod's
+stdout. fd 2 stays the stderr pipe the client reads.
+
+Stdlib only: this runs before ``bson`` is imported, so a broken ``bson`` can still be
+reported on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+
+def take_over_stdio(output_fd: int) -> tuple[int, int]:
+    """Move the protocol to private descriptors; return ``(read_fd, write_fd)``."""
+    protocol_in = os.dup(0)  # os.dup makes non-inheritable descriptors
+    protocol_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(output_fd, 1)
+    os.close(output_fd)
+    for stream in (sys.stdout, sys.stderr):
+        # Line buffering shows progress lines as they are printed; UTF-8 is what the
+        # client decodes, whatever the pod's locale.
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    return protocol_in, protocol_out
+
+
+def output_flusher() -> Callable[[], None]:
+    """Return a function that pushes all buffered pod output into the pipes.
+
+    Called before every reply, so that what a call printed reaches the client before
+    the reply does. Covers Python's streams and C stdio (``printf`` from extensions),
+    which is fully buffered on a pipe.
+    """
+    c_fflush = _c_fflush()
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # pod code may have replaced or closed a stream
+                pass
+        if c_fflush is not None:
+            c_fflush(None)
+
+    return flush
+
+
+def _c_fflush() -> Callable[[None], int] | None:
+    if os.name != "posix":
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).fflush
+    except Exception:  # no ctypes, or no C library symbols in this process
+        return None
