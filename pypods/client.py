@@ -1,9 +1,15 @@
 """One running pod process: starting it, calling it, noticing when it dies, stopping it.
 
-The hot path is a single caller thread: it writes the request and reads its own reply
-from the pipe, so a call costs two pipe writes and no thread hand-off. Calls from
-several threads are serialised by a lock; every request carries an id, and a reply is
-only accepted for the id it answers.
+The hot path is one caller thread doing two system calls: it writes the request and
+reads its own reply from the pipe. There is no reader thread to hand replies over
+(that would cost a thread switch per call) and no polling: a *watcher* thread sits in
+``waitpid`` at no cost per call, and when the pod dies it marks the process dead and
+writes one byte into the reply pipe, waking a caller blocked on it. That works even
+when a child the pod forked still holds the pod's end of the pipe, where waiting for
+EOF would hang.
+
+Calls from several threads are serialised by a lock. Every request carries an id, and
+a reply is only accepted for the id it answers.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from .errors import (
 )
 from .output import OutputPump
 from .runtime import codec, messages
-from .runtime.framing import FrameError, FrameReader
+from .runtime.framing import READ_SIZE, FrameError, FrameReader
 from .runtime.protocol import (
     ERROR_KIND,
     ERROR_MESSAGE,
@@ -47,11 +53,6 @@ from .runtime.protocol import (
     STATUS_DONE,
     STATUS_ERROR,
 )
-
-#: While waiting for a reply, how often to check that the process is still alive. A
-#: dead pod normally shows up at once as EOF on its pipe; this check catches the rare
-#: case where a child the pod forked keeps the pipe open after the pod died.
-LIVENESS_CHECK_INTERVAL = 0.25
 
 #: How long ``close`` waits for a pod to exit after asking it to shut down.
 SHUTDOWN_TIMEOUT = 5.0
@@ -69,33 +70,41 @@ _F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ exists only from Python 3.10
 
 _live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
 
+#: Reply values that decode to themselves (a shortcut on every call's path).
+_PLAIN_VALUES = frozenset({int, float, str, bool, bytes, type(None)})
+
 
 class PodProcess:
     """A pod process and the protocol conversation with it.
 
     Create with ``PodProcess.start``. Once the process has died (or was stopped), the
-    object stays dead: ``alive`` is False and the owner starts a new one.
+    object stays dead: ``alive`` is False and its owner starts a new one.
     """
 
-    def __init__(self, pod: str, proc: subprocess.Popen, stdout_r: int) -> None:
+    def __init__(
+        self, pod: str, proc: subprocess.Popen, *, request_w: int, reply_r: int, reply_w: int,
+        stdout_r: int, stderr_r: int,
+    ) -> None:  # fmt: skip
         self.pod = pod
-        self.description: dict[str, Any] = {}
-        self._proc: subprocess.Popen | None = proc
         self.pid = proc.pid
-        self._wfd = proc.stdin.fileno()
-        self._rfd = proc.stdout.fileno()
+        self.description: dict[str, Any] = {}
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen | None = proc
+        self._wfd = request_w
+        self._rfd = reply_r
+        self._wake_w = reply_w  # our copy of the pod's reply end: the watcher's doorbell
+        self._wake_lock = threading.Lock()
         self._reader = FrameReader()
-        self._poller = select.poll()
-        self._poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        self._pump = OutputPump(stdout_r, _steal_fd(proc), name=pod)
+        self._pump = OutputPump(stdout_r, stderr_r, name=pod)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._dead = False
+        self._exited = False  # set by the watcher the moment the process is gone
+        self._dead = False  # set once this object has been stopped and cleaned up
         self._stopping_reason: str | None = None
-        self.returncode: int | None = None
-        for fd in (self._wfd, self._rfd):
+        for fd in (request_w, reply_r):
             _enlarge_pipe(fd)
         _live_processes.add(self)
+        threading.Thread(target=self._watch, name=f"pypods-watch-{pod}", daemon=True).start()
 
     # -- starting ------------------------------------------------------------------
 
@@ -117,35 +126,32 @@ class PodProcess:
             PodStartError: the process could not be started, pod.py failed to import,
                 or the process died before answering.
         """
-        out_r, out_w = os.pipe()
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [
-                    python,
-                    "-s",
-                    "-m",
-                    runtime_module,
-                    "--out-fd",
-                    str(out_w),
-                    "--pod-dir",
-                    pod_dir,
-                    "--pods-dir",
-                    pods_dir,
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(out_w,),
+                [python, "-s", "-m", runtime_module, "--out-fd", str(stdout_w),
+                 "--pod-dir", pod_dir, "--pods-dir", pods_dir],
+                stdin=request_r,
+                stdout=reply_w,
+                stderr=stderr_w,
+                pass_fds=(stdout_w,),
                 start_new_session=True,  # Ctrl-C in a terminal goes to the client only
                 env=dict(env),
-                bufsize=0,
-            )
+            )  # fmt: skip
         except OSError as exc:
-            os.close(out_r)
+            for fd in (request_w, reply_r, reply_w, stdout_r, stderr_r):
+                os.close(fd)
             raise PodStartError(f"pod {pod!r} could not be started: {exc}", pod=pod) from exc
         finally:
-            os.close(out_w)
-        process = cls(pod, proc, out_r)
+            for fd in (request_r, stdout_w, stderr_w):
+                os.close(fd)
+        process = cls(
+            pod, proc, request_w=request_w, reply_r=reply_r, reply_w=reply_w,
+            stdout_r=stdout_r, stderr_r=stderr_r,
+        )  # fmt: skip
         try:
             process.description = process._describe(timeout)
         except PodCrashedError as exc:
@@ -167,7 +173,7 @@ class PodProcess:
         reply = self._exchange(data, request_id, None, timeout)
         if reply.get("status") == STATUS_ERROR:
             error = _error_fields(reply)
-            self._stop("start failed")
+            self._stop("start failed", grace=STOP_GRACE)
             if error[ERROR_KIND] == KIND_START_FAILED:
                 raise PodStartError(
                     f"pod {self.pod!r} failed to start: importing pod.py raised "
@@ -194,7 +200,7 @@ class PodProcess:
     @property
     def alive(self) -> bool:
         """False once the process has died or been stopped."""
-        return not self._dead
+        return not (self._dead or self._exited)
 
     def invoke(
         self, function: str, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
@@ -211,34 +217,47 @@ class PodProcess:
         request_id = next(self._ids)
         data = messages.invoke_request(request_id, function, args, kwargs)
         reply = self._exchange(data, request_id, function, timeout)
-        self._pump.drain()
-        if reply.get("status") == STATUS_DONE:
+        if reply["status"] == STATUS_DONE:
+            value = reply.get("value")
+            if type(value) in _PLAIN_VALUES:
+                return value
             return self._decode_value(reply)
         raise self._error(_error_fields(reply), function)
 
     def _exchange(
         self, data: bytes, request_id: int, function: str | None, timeout: float | None
     ) -> dict[str, Any]:
-        """Send one request and return its reply, under the call lock."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise PodTimeoutError(
-                f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s while "
-                "waiting for other calls to finish (the call was not started)",
-                pod=self.pod,
-                function=function or "describe",
-                timeout=timeout,
-            )
-        try:
-            if self._dead:
-                raise PodCrashedError(
-                    f"pod {self.pod!r} is not running", pod=self.pod, returncode=self.returncode
+        """Send one request and return its reply, holding the call lock."""
+        if timeout is None:
+            deadline = None
+            self._lock.acquire()
+        else:
+            deadline = time.monotonic() + timeout
+            if not self._lock.acquire(timeout=timeout):
+                raise PodTimeoutError(
+                    f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
+                    "while waiting for other calls to finish (the call was not started)",
+                    pod=self.pod,
+                    function=function or "describe",
+                    timeout=timeout,
                 )
+        try:
+            if self._exited or self._dead:
+                if self._dead:
+                    raise PodCrashedError(
+                        f"pod {self.pod!r} is not running", pod=self.pod, returncode=self.returncode
+                    )
+                self._fail_crashed(function, during=False)
             try:
-                self._send(data)
+                written = os.write(self._wfd, data)
+                if written < len(data):
+                    self._write_rest(data, written)
             except BrokenPipeError:
                 self._fail_crashed(function, during=False)
-            return self._receive(request_id, function, deadline, timeout)
+            reply = self._receive(request_id, function, deadline, timeout)
+            if self._pump.has_output():  # what the call printed is out before it returns
+                self._pump.drain()
+            return reply
         except PodError:
             raise
         except BaseException:
@@ -249,8 +268,8 @@ class PodProcess:
         finally:
             self._lock.release()
 
-    def _send(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write_rest(self, data: bytes, written: int) -> None:
+        view = memoryview(data)[written:]
         while view:
             view = view[os.write(self._wfd, view) :]
 
@@ -258,37 +277,58 @@ class PodProcess:
         self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
     ) -> dict[str, Any]:
         reader = self._reader
-        while True:
-            try:
-                frame = reader.next_frame()
-                if frame is not None:
-                    reply = messages.unpack(frame)
-                    break
-                self._wait_readable(function, deadline, timeout)
-                count = os.readv(self._rfd, [reader.writable()])
-            except (FrameError, messages.ProtocolError) as exc:
-                self._fail_protocol(str(exc))
-            if count == 0:
+        try:
+            frame = reader.next_frame()
+            while frame is None:
+                if self._exited:
+                    self._fail_crashed(function, during=True)
+                if deadline is not None:
+                    self._wait_readable(function, deadline, timeout)
+                view = reader.writable()
+                if view is None:
+                    data = os.read(self._rfd, READ_SIZE)
+                    if not data:
+                        self._fail_crashed(function, during=True)
+                    frame = reader.take(data)
+                else:
+                    count = os.readv(self._rfd, [view])
+                    if not count:
+                        self._fail_crashed(function, during=True)
+                    reader.wrote(count)
+                    frame = reader.next_frame()
+            reply = messages.unpack(frame)
+        except (FrameError, messages.ProtocolError) as exc:
+            if self._exited:  # the watcher's doorbell byte landed inside a cut-off frame
                 self._fail_crashed(function, during=True)
-            reader.wrote(count)
+            self._fail_protocol(str(exc))
         if reply["id"] != request_id:
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
         return reply
 
-    def _wait_readable(
-        self, function: str | None, deadline: float | None, timeout: float | None
-    ) -> None:
-        while True:
-            wait = LIVENESS_CHECK_INTERVAL
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._fail_timeout(function, timeout)
-                wait = min(wait, remaining)
-            if self._poller.poll(math.ceil(wait * 1000)):
+    def _wait_readable(self, function: str | None, deadline: float, timeout: float | None) -> None:
+        poller = select.poll()
+        poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        remaining = deadline - time.monotonic()
+        while remaining > 0:
+            if poller.poll(math.ceil(remaining * 1000)):
                 return
-            if self._proc is not None and self._proc.poll() is not None:
-                self._fail_crashed(function, during=True)
+            remaining = deadline - time.monotonic()
+        self._fail_timeout(function, timeout)
+
+    def _watch(self) -> None:
+        """Watcher thread: wait for the process to end, then wake any waiting caller."""
+        proc = self._proc
+        if proc is None:
+            return
+        proc.wait()
+        self.returncode = proc.returncode
+        self._exited = True
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except OSError:
+                    pass
 
     # -- results and errors -------------------------------------------------------------
 
@@ -310,7 +350,7 @@ class PodProcess:
                 function=function,
             )
         if kind == KIND_NO_SUCH_FUNCTION:
-            served = [f["name"] for f in self.description.get("functions", [])]
+            served = [f.get("name", "?") for f in self.description.get("functions", [])]
             return NoSuchFunctionError(self.pod, function or "", served)
         return PodProtocolError(
             f"pod {self.pod!r} rejected the request for {function}(): {error[ERROR_MESSAGE]}"
@@ -370,20 +410,20 @@ class PodProcess:
             return
         try:
             if not self._dead:
-                request_id = next(self._ids)
-                try:
-                    self._send(messages.request(OP_SHUTDOWN, request_id))
-                    self._receive(request_id, None, time.monotonic() + timeout, timeout)
-                except (PodError, OSError):
-                    pass
+                if not self._exited:
+                    request_id = next(self._ids)
+                    try:
+                        self._write_rest(messages.request(OP_SHUTDOWN, request_id), 0)
+                        self._receive(request_id, None, time.monotonic() + timeout, timeout)
+                    except (PodError, OSError):
+                        pass
                 self._stop("unloaded", grace=timeout)
         finally:
             self._lock.release()
 
     def _terminate(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+        if not self._exited:
+            _signal_group(self.pid, signal.SIGTERM)
 
     def _stop(self, reason: str, *, grace: float = 0.0) -> int | None:
         """Make sure the process is gone, reap it, release everything. Idempotent.
@@ -392,20 +432,16 @@ class PodProcess:
             reason: why (for messages): "unloaded", "crashed", "timed out"...
             grace: seconds the process may take to exit by itself before it is
                 signalled. A process that is gone or going (after a shutdown request,
-                or after it closed its pipe) gets time to finish and report its true
-                exit status; one that is stuck is stopped at once.
+                or after it broke off) gets time to finish and report its true exit
+                status; one that is stuck is stopped at once.
         """
         if self._dead:
             return self.returncode
         self._dead = True
         _live_processes.discard(self)
         proc = self._proc
+        _close_quietly(self._wfd)  # EOF on its stdin also tells a healthy pod to exit
         if proc is not None:
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()  # EOF also tells a healthy pod to exit
-                except OSError:
-                    pass
             try:
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -419,6 +455,10 @@ class PodProcess:
             # started is alive: take those down too, so nothing is left behind.
             _signal_group(proc.pid, signal.SIGTERM)
             self.returncode = proc.returncode
+        _close_quietly(self._rfd)  # first: a watcher blocked writing to a full pipe lets go
+        with self._wake_lock:
+            _close_quietly(self._wake_w)
+            self._wake_w = -1
         self._pump.finish(STDERR_GRACE)
         return self.returncode
 
@@ -427,11 +467,10 @@ class PodProcess:
         self._dead = True
         self._proc = None
         self._lock = threading.Lock()
-        for fd in (self._wfd, self._rfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wake_lock = threading.Lock()
+        for fd in (self._wfd, self._rfd, self._wake_w):
+            _close_quietly(fd)
+        self._wake_w = -1
         self._pump.abandon()
 
     def __repr__(self) -> str:
@@ -461,12 +500,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _steal_fd(proc: subprocess.Popen) -> int:
-    """Take the stderr descriptor away from ``proc`` so the output pump owns it."""
-    fd = os.dup(proc.stderr.fileno())
-    proc.stderr.close()
-    proc.stderr = None
-    return fd
+def _close_quietly(fd: int) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _enlarge_pipe(fd: int) -> None:

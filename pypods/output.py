@@ -48,18 +48,33 @@ class OutputPump:
         self._lock = threading.Lock()
         self._readable = set(self._streams)  # not yet at EOF
         self._at_eof: set[int] = set()  # at EOF, still to be closed by the thread
-        # Two pollers: a poll object cannot be used by two threads at once. The thread
-        # blocks on ``_waiter``; reads happen under the lock, through ``_reader``.
+        # A poll object cannot be used by two threads at once. The thread blocks on
+        # ``_waiter``; reads happen under the lock, through ``_reader``.
         self._reader = select.poll()
         self._waiter = select.poll()
+        # For has_output(), whose callers serialise themselves; never changed, so a
+        # pipe closed at EOF just reads as "maybe output", which is harmless.
+        self._checker = select.poll()
         for fd in self._streams:
             self._reader.register(fd, _EVENTS)
             self._waiter.register(fd, _EVENTS)
+            self._checker.register(fd, _EVENTS)
         self._wake_r, self._wake_w = os.pipe()
         self._waiter.register(self._wake_r, _EVENTS)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"pypods-output-{name}", daemon=True)
         self._thread.start()
+
+    def has_output(self) -> bool:
+        """True when there may be pod output not yet forwarded; False means none.
+
+        One system call and no lock, so it can run after every call; callers must
+        not call it from two threads at once (the pod's call lock sees to that). The pipes are
+        checked first, then the lock: the thread only reads while holding the lock
+        and forwards what it read before releasing it, so if the pipes are empty and
+        the lock is free, everything written so far has been forwarded.
+        """
+        return bool(self._checker.poll(0)) or self._lock.locked()
 
     def drain(self) -> None:
         """Forward everything the pod has written so far, without waiting for more."""

@@ -30,6 +30,8 @@ TAG = "$pypods"
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
 _NONE_TYPE = type(None)
 _PLAIN = frozenset({str, float, bool, bytes, _NONE_TYPE})
 
@@ -72,7 +74,7 @@ class _Unsupported(Exception):
     """Internal: raised deep in the encoder, turned into UnsupportedTypeError with a path."""
 
 
-def encode(value: Any, *, root: str = "value", careful: bool = False) -> Any:
+def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
     """Return a BSON-safe value that ``decode`` turns back into ``value``.
 
     Args:
@@ -95,6 +97,41 @@ def encode(value: Any, *, root: str = "value", careful: bool = False) -> Any:
         raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
     except RecursionError:
         raise ValueError(_recursion_message(value, root)) from None
+
+
+def encode_items(values: tuple | list, root: str = "args", careful: bool = False) -> list:
+    """``encode`` for a sequence of values (positional arguments), as a BSON array.
+
+    Same as ``encode(list(values))`` without the copy: this is on every call's path.
+    """
+    enc = _encode_careful if careful else _encode
+    try:
+        return [enc(x) for x in values]
+    except _Unsupported:
+        path, bad = _find_unsupported(values, root)
+        raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
+    except RecursionError:
+        raise ValueError(_recursion_message(values, root)) from None
+
+
+def is_plain_scalar(value: Any) -> bool:
+    """True when ``value`` crosses BSON unchanged *and* comes back as itself.
+
+    That is None, bool, float, str, bytes, and ints within int32 (pymongo turns
+    larger ones into ``Int64``). Such values skip both the encoder and the decoder:
+    the shortcut that keeps a tiny call cheap.
+    """
+    t = type(value)
+    return t in _PLAIN or (t is int and _INT32_MIN <= value <= _INT32_MAX)
+
+
+def all_plain_scalars(values: tuple | list) -> bool:
+    """True when every item of ``values`` is a plain scalar (see ``is_plain_scalar``)."""
+    for value in values:
+        t = type(value)
+        if t not in _PLAIN and (t is not int or not _INT32_MIN <= value <= _INT32_MAX):
+            return False
+    return True
 
 
 def decode(value: Any) -> Any:

@@ -3,10 +3,14 @@
 A frame is exactly one BSON document: BSON's own little-endian int32 length prefix
 (which counts itself) says where it ends, so no extra header is needed.
 
-``FrameReader`` owns a buffer and tells its caller where to read next
-(``writable()``), so the caller can use ``readv``/``readinto`` straight into it: small
-frames land in one reusable buffer, and a frame larger than that buffer gets a buffer
-of its own, of exactly its size, so even a huge frame is read with no copy or join.
+The caller reads bytes however it likes and ``feed``s them in; ``next_frame`` hands
+out whole frames. Two paths keep copying down:
+
+- a chunk that holds exactly one whole frame (the usual small reply) is returned as
+  is, with no copy;
+- a frame larger than one read gets a buffer of exactly its size, and ``writable()``
+  exposes the unfilled part, so the caller can ``readv``/``readinto`` the rest
+  straight into its final place.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from .protocol import MAX_FRAME_SIZE, MIN_FRAME_SIZE
 
 _LENGTH = struct.Struct("<i")
 
-#: Size of the reusable read buffer: large enough that a typical reply arrives in one
-#: read, small enough to keep per-pod memory trivial.
-DEFAULT_BUFFER_SIZE = 64 * 1024
+#: How much a caller should ask for per read when no large frame is in progress.
+READ_SIZE = 64 * 1024
 
 
 class FrameError(ValueError):
@@ -29,87 +32,121 @@ class FrameError(ValueError):
 class FrameReader:
     """Collects bytes and hands out whole frames.
 
-    Usage, with any file descriptor::
+    Usage::
 
-        n = os.readv(fd, [reader.writable()])
-        if n == 0: ...  # EOF: ``reader.pending`` tells whether a frame was cut short
-        reader.wrote(n)
-        while (frame := reader.next_frame()) is not None:
-            handle(frame)
+        frame = reader.next_frame()
+        while frame is None:
+            view = reader.writable()
+            if view is not None:              # a large frame: read into place
+                reader.wrote(os.readv(fd, [view]))
+                frame = reader.next_frame()
+            else:
+                frame = reader.take(os.read(fd, READ_SIZE))
 
-    A frame returned by ``next_frame`` is a memoryview that stays valid only until the
-    next call to ``writable``; decode it (or copy it) before reading more.
+    (A read of 0 bytes is EOF; ``pending`` then says whether a frame was cut short.)
     """
 
-    def __init__(
-        self, *, max_frame_size: int = MAX_FRAME_SIZE, buffer_size: int = DEFAULT_BUFFER_SIZE
-    ) -> None:
+    def __init__(self, *, max_frame_size: int = MAX_FRAME_SIZE) -> None:
         if not MIN_FRAME_SIZE <= max_frame_size <= MAX_FRAME_SIZE:
             raise ValueError(
                 f"max_frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}"
             )
         self.max_frame_size = max_frame_size
-        self._small = bytearray(max(buffer_size, 16))
-        self._buf = self._small
-        self._view = memoryview(self._buf)
-        self._start = 0  # first byte not yet handed out
-        self._end = 0  # one past the last byte received
+        self._whole: bytes | None = None  # a chunk not yet looked at (zero-copy path)
+        self._buf = bytearray()  # pending bytes of small frames
+        self._big: bytearray | None = None  # the one large frame being filled
+        self._big_view: memoryview | None = None
+        self._big_filled = 0
 
     @property
     def pending(self) -> int:
         """Bytes received that are not yet part of a returned frame."""
-        return self._end - self._start
+        whole = len(self._whole) if self._whole is not None else 0
+        return whole + len(self._buf) + self._big_filled
 
-    def writable(self) -> memoryview:
-        """Return the buffer region the next read should fill.
+    def take(self, data: bytes) -> bytes | bytearray | None:
+        """``feed(data)``, then ``next_frame()``: the common case in one call.
 
-        Raises:
-            FrameError: the pending length prefix is invalid (see ``next_frame``).
-            RuntimeError: a complete frame is waiting; take it with ``next_frame`` first.
+        When nothing is pending and ``data`` is exactly one frame (a typical small
+        message), it is returned as is, with no copy and no buffering.
         """
-        if self._start == self._end:
-            self._use(self._small, 0, 0)
-        size = self._frame_size()
-        if size is not None and size > len(self._small):
-            if self._buf is self._small:
-                big = bytearray(size)  # exactly one frame, read in place
-                big[: self.pending] = self._view[self._start : self._end]
-                self._use(big, 0, self.pending)
-        elif self._end == len(self._buf) or (
-            size is not None and self._start + size > len(self._buf)
-        ):
-            self._compact()
-        if self._end == len(self._buf):
-            raise RuntimeError("a complete frame is waiting: call next_frame() first")
-        return self._view[self._end :]
+        if self._whole is None and self._big is None and not self._buf and len(data) >= 4:
+            size = _LENGTH.unpack_from(data)[0]
+            if size == len(data) and size >= MIN_FRAME_SIZE and size <= self.max_frame_size:
+                return self._check_end(data)
+        self.feed(data)
+        return self.next_frame()
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes read from the stream."""
+        if self._big is not None:
+            room = len(self._big) - self._big_filled
+            self._big_view[self._big_filled : self._big_filled + min(room, len(data))] = data[:room]
+            self._big_filled += min(room, len(data))
+            if len(data) > room:
+                self._buf += data[room:]
+        elif self._whole is None and not self._buf:
+            self._whole = data
+        else:
+            self._absorb_whole()
+            self._buf += data
+
+    def writable(self) -> memoryview | None:
+        """The unfilled part of a large frame's buffer, or None when none is in progress."""
+        if self._big is None:
+            return None
+        return self._big_view[self._big_filled :]
 
     def wrote(self, count: int) -> None:
-        """Record that ``count`` bytes were written at the start of ``writable()``."""
-        if count < 0 or self._end + count > len(self._buf):
+        """Record that ``count`` bytes were read into ``writable()``."""
+        if self._big is None or count < 0 or self._big_filled + count > len(self._big):
             raise ValueError("wrote() count is outside the writable region")
-        self._end += count
+        self._big_filled += count
 
-    def next_frame(self) -> memoryview | None:
+    def next_frame(self) -> bytes | bytearray | None:
         """Return the next complete frame, or None until more bytes arrive.
 
         Raises:
             FrameError: the length prefix is below the BSON minimum or above
                 ``max_frame_size``, or the frame does not end with BSON's NUL byte.
         """
-        size = self._frame_size()
-        if size is None or self.pending < size:
+        whole = self._whole
+        if whole is not None:
+            if len(whole) >= 4:
+                size = self._check_size(_LENGTH.unpack_from(whole)[0])
+                if size == len(whole):
+                    self._whole = None
+                    return self._check_end(whole)
+            self._absorb_whole()
+        if self._big is not None:
+            if self._big_filled < len(self._big):
+                return None
+            frame = self._big
+            self._big = self._big_view = None
+            self._big_filled = 0
+            return self._check_end(frame)
+        buf = self._buf
+        if len(buf) < 4:
             return None
-        start = self._start
-        end = start + size
-        if self._buf[end - 1] != 0:
-            raise FrameError("frame does not end with a NUL byte: the stream is corrupt")
-        self._start = end
-        return self._view[start:end]
+        size = self._check_size(_LENGTH.unpack_from(buf)[0])
+        if len(buf) >= size:
+            frame = bytes(buf[:size])
+            del buf[:size]
+            return self._check_end(frame)
+        if size > READ_SIZE:
+            self._big = bytearray(size)
+            self._big_view = memoryview(self._big)
+            self._big_view[: len(buf)] = buf
+            self._big_filled = len(buf)
+            buf.clear()
+        return None
 
-    def _frame_size(self) -> int | None:
-        if self.pending < 4:
-            return None
-        (size,) = _LENGTH.unpack_from(self._buf, self._start)
+    def _absorb_whole(self) -> None:
+        if self._whole is not None:
+            self._buf += self._whole
+            self._whole = None
+
+    def _check_size(self, size: int) -> int:
         if size < MIN_FRAME_SIZE or size > self.max_frame_size:
             raise FrameError(
                 f"frame length prefix {size} is outside the allowed range "
@@ -117,17 +154,8 @@ class FrameReader:
             )
         return size
 
-    def _compact(self) -> None:
-        pending = self.pending
-        if self._start:
-            # bytes() first: a bytearray slice assignment from a view of itself would
-            # be an overlapping copy.
-            self._small[:pending] = bytes(self._view[self._start : self._end])
-        self._use(self._small, 0, pending)
-
-    def _use(self, buf: bytearray, start: int, end: int) -> None:
-        if buf is not self._buf:
-            self._view.release()
-            self._buf = buf
-            self._view = memoryview(buf)
-        self._start, self._end = start, end
+    @staticmethod
+    def _check_end(frame: bytes | bytearray) -> bytes | bytearray:
+        if frame[-1] != 0:
+            raise FrameError("frame does not end with a NUL byte: the stream is corrupt")
+        return frame

@@ -7,7 +7,7 @@ client and the pod server own the file descriptors.
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import bson
 
@@ -15,6 +15,8 @@ from . import codec
 from .framing import FrameError
 from .protocol import (
     ERROR_KIND,
+    FIELD_ARGS,
+    FIELD_PLAIN_ARGS,
     ERROR_MESSAGE,
     ERROR_MRO,
     ERROR_TRACEBACK,
@@ -58,21 +60,6 @@ def unpack(frame: bytes | memoryview) -> dict[str, Any]:
     return doc
 
 
-def _pack_with_value(build: Callable[[Callable[..., Any]], dict[str, Any]]) -> bytes:
-    """Pack a message built around encoded values, retrying carefully for odd strings.
-
-    ``build`` receives the encoder to use. The fast encoder passes strings through as
-    they are; only when BSON refuses one (a lone surrogate, which UTF-8 cannot encode)
-    is the message rebuilt with the careful encoder, which tags such strings.
-    """
-    try:
-        return bson.encode(build(codec.encode))
-    except UnicodeEncodeError:
-        return bson.encode(
-            build(lambda value, root="value": codec.encode(value, root=root, careful=True))
-        )
-
-
 def invoke_request(request_id: int, function: str, args: tuple, kwargs: dict) -> bytes:
     """Build an ``invoke`` request.
 
@@ -80,16 +67,25 @@ def invoke_request(request_id: int, function: str, args: tuple, kwargs: dict) ->
         UnsupportedTypeError: an argument cannot cross (nothing was sent).
         ValueError: an argument contains itself or is nested too deeply.
     """
-
-    def build(enc: Callable[..., Any]) -> dict[str, Any]:
-        doc: dict[str, Any] = {"op": OP_INVOKE, "id": request_id, "fn": function}
+    doc: dict[str, Any] = {"op": OP_INVOKE, "id": request_id, "fn": function}
+    if args:
+        if codec.all_plain_scalars(args):
+            doc[FIELD_PLAIN_ARGS] = args  # BSON writes a tuple as an array
+        else:
+            doc[FIELD_ARGS] = codec.encode_items(args)
+    if kwargs:
+        doc["kwargs"] = codec.encode(kwargs, "kwargs")
+    try:
+        return bson.encode(doc)
+    except UnicodeEncodeError:
+        # A lone surrogate somewhere: UTF-8 cannot carry it, so redo the values with
+        # the careful encoder, which tags such strings. Rare; costs nothing otherwise.
         if args:
-            doc["args"] = enc(list(args), root="args")
+            doc.pop(FIELD_PLAIN_ARGS, None)
+            doc[FIELD_ARGS] = codec.encode_items(args, "args", True)
         if kwargs:
-            doc["kwargs"] = enc(kwargs, root="kwargs")
-        return doc
-
-    return _pack_with_value(build)
+            doc["kwargs"] = codec.encode(kwargs, "kwargs", True)
+        return bson.encode(doc)
 
 
 def request(op: str, request_id: int, **fields: Any) -> bytes:
@@ -98,10 +94,19 @@ def request(op: str, request_id: int, **fields: Any) -> bytes:
 
 
 def done_reply(request_id: int, value: Any, *, root: str = "result") -> bytes:
-    """Build a successful reply carrying ``value``."""
-    return _pack_with_value(
-        lambda enc: {"id": request_id, "status": STATUS_DONE, "value": enc(value, root=root)}
-    )
+    """Build a successful reply carrying ``value``.
+
+    Raises:
+        UnsupportedTypeError: ``value`` cannot cross.
+        ValueError: ``value`` contains itself or is nested too deeply.
+    """
+    encoded = value if codec.is_plain_scalar(value) else codec.encode(value, root)
+    doc = {"id": request_id, "status": STATUS_DONE, "value": encoded}
+    try:
+        return bson.encode(doc)
+    except UnicodeEncodeError:  # see invoke_request
+        doc["value"] = codec.encode(value, root, True)
+        return bson.encode(doc)
 
 
 def error_reply(request_id: int, error: dict[str, Any]) -> bytes:

@@ -26,10 +26,18 @@ PROTOCOL_VERSION = 1
 
 # -- requests (client -> pod) ------------------------------------------------------
 OP_DESCRIBE = "describe"  # {protocol}: reply value is the pod description below
-OP_INVOKE = "invoke"  # {fn, args?, kwargs?}: call a served function
+OP_INVOKE = "invoke"  # {fn, args? | plain_args?, kwargs?}: call a served function
 OP_SHUTDOWN = "shutdown"  # {}: reply, then exit cleanly (atexit handlers run)
 
 REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN})
+
+# Fields of an invoke request. Positional arguments come as "args" (encoded values,
+# see codec.py), or, when every one of them is a plain scalar that BSON carries
+# exactly (None, bool, float, str, bytes, int within int32), as "a" taken as is: the
+# pod can then skip decoding, which is most of the work of a tiny call.
+FIELD_ARGS = "args"
+FIELD_PLAIN_ARGS = "a"
+FIELD_KWARGS = "kwargs"
 
 # -- replies (pod -> client) -------------------------------------------------------
 STATUS_DONE = "done"

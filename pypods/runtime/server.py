@@ -17,8 +17,11 @@ from typing import Any, Callable
 
 from . import codec, messages
 from .describe import ServedNamesError, describe_function, served_functions
-from .framing import FrameError, FrameReader
+from .framing import READ_SIZE, FrameError, FrameReader
 from .protocol import (
+    FIELD_ARGS,
+    FIELD_KWARGS,
+    FIELD_PLAIN_ARGS,
     KIND_BAD_REQUEST,
     KIND_NO_SUCH_FUNCTION,
     KIND_RAISED,
@@ -37,6 +40,8 @@ PARENT_CHECK_INTERVAL = 0.5
 #: The module name pod.py is imported under. The pod folder is first on sys.path, so
 #: ``import pod`` from a helper module finds this same module rather than a second copy.
 POD_MODULE_NAME = "pod"
+
+_ARGS_TYPES = (list, tuple)
 
 
 class PodServer:
@@ -74,28 +79,29 @@ class PodServer:
 
         Returns the process exit status.
         """
-        handlers = {OP_INVOKE: self._invoke, OP_DESCRIBE: self._describe}
+        receive = self._receive
         while True:
             try:
-                message = self._receive()
+                message = receive()
             except (FrameError, messages.ProtocolError) as exc:
                 _report(f"the client sent a corrupt message ({exc}); exiting")
                 return 2
             if message is None:
                 return 0  # the client closed the connection: it is gone or done
             op = message.get("op")
-            if op == OP_SHUTDOWN:
+            if op == OP_INVOKE:
+                self._invoke(message)
+            elif op == OP_DESCRIBE:
+                if not self._describe(message):
+                    return 1
+            elif op == OP_SHUTDOWN:
                 self._reply(messages.done_reply(message["id"], None))
                 return 0
-            handler = handlers.get(op)
-            if handler is None:
+            else:
                 error = messages.plain_error(
                     KIND_BAD_REQUEST, "ValueError", f"unknown request op {op!r}"
                 )
                 self._reply(messages.error_reply(message["id"], error))
-                continue
-            if not handler(message):
-                return 1
 
     def _describe(self, message: dict[str, Any]) -> bool:
         request_id = message["id"]
@@ -120,7 +126,7 @@ class PodServer:
         self._reply(messages.done_reply(request_id, description, root="description"))
         return True
 
-    def _invoke(self, message: dict[str, Any]) -> bool:
+    def _invoke(self, message: dict[str, Any]) -> None:
         request_id = message["id"]
         name = message.get("fn")
         function = self._functions.get(name) if type(name) is str else None
@@ -129,56 +135,70 @@ class PodServer:
                 KIND_NO_SUCH_FUNCTION, "AttributeError", f"the pod serves no function {name!r}"
             )
             self._reply(messages.error_reply(request_id, error))
-            return True
+            return
+        args = message.get(FIELD_PLAIN_ARGS)
+        kwargs = message.get(FIELD_KWARGS)
         try:
-            args = codec.decode(message.get("args", []))
-            kwargs = codec.decode(message.get("kwargs", {}))
-            if type(args) is not list or type(kwargs) is not dict:
+            if args is None:
+                args = message.get(FIELD_ARGS)
+                args = codec.decode(args) if args is not None else ()
+            elif type(args) is not list:
+                raise codec.DecodeError("plain arguments must be a list")
+            if kwargs is not None:
+                kwargs = codec.decode(kwargs)
+            if type(args) not in _ARGS_TYPES or (kwargs is not None and type(kwargs) is not dict):
                 raise codec.DecodeError("args must be a list and kwargs a dict")
         except codec.DecodeError as exc:
             error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", str(exc))
             self._reply(messages.error_reply(request_id, error))
-            return True
+            return
         try:
-            result = function(*args, **kwargs)
+            result = function(*args, **kwargs) if kwargs else function(*args)
         except SystemExit:
             self._flush_output()
             raise  # pod code asked the pod to end; the client sees the exit
         except BaseException as exc:
             _drop_first_frame(exc)
-            reply = messages.error_reply(request_id, messages.exception_error(exc))
-        else:
-            try:
-                reply = messages.done_reply(request_id, result)
-            except (TypeError, ValueError) as exc:
-                error = messages.plain_error(
-                    KIND_RAISED,
-                    type(exc).__name__ if type(exc) is ValueError else "TypeError",
-                    f"{name}() returned a value that cannot cross back to the client: {exc}",
-                )
-                reply = messages.error_reply(request_id, error)
+            self._reply(messages.error_reply(request_id, messages.exception_error(exc)))
+            return
+        try:
+            reply = messages.done_reply(request_id, result)
+        except (TypeError, ValueError) as exc:
+            error = messages.plain_error(
+                KIND_RAISED,
+                "ValueError" if type(exc) is ValueError else "TypeError",
+                f"{name}() returned a value that cannot cross back to the client: {exc}",
+            )
+            reply = messages.error_reply(request_id, error)
         self._reply(reply)
-        return True
 
     # -- I/O -----------------------------------------------------------------------------
 
     def _receive(self) -> dict[str, Any] | None:
         reader = self._reader
-        while True:
-            frame = reader.next_frame()
-            if frame is not None:
-                return messages.unpack(frame)
-            count = os.readv(self._read_fd, [reader.writable()])
-            if count == 0:
-                return None
-            reader.wrote(count)
+        frame = reader.next_frame()
+        while frame is None:
+            view = reader.writable()
+            if view is None:
+                data = os.read(self._read_fd, READ_SIZE)
+                if not data:
+                    return None
+                frame = reader.take(data)
+            else:
+                count = os.readv(self._read_fd, [view])
+                if not count:
+                    return None
+                reader.wrote(count)
+                frame = reader.next_frame()
+        return messages.unpack(frame)
 
     def _reply(self, data: bytes) -> None:
         self._flush_output()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._write_fd, view)
-            view = view[written:]
+        written = os.write(self._write_fd, data)
+        if written < len(data):
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._write_fd, view) :]
 
 
 def _import_pod(pod_file: str) -> types.ModuleType:

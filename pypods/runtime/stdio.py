@@ -39,29 +39,58 @@ def output_flusher() -> Callable[[], None]:
     """Return a function that pushes all buffered pod output into the pipes.
 
     Called before every reply, so that what a call printed reaches the client before
-    the reply does. Covers Python's streams and C stdio (``printf`` from extensions),
-    which is fully buffered on a pipe.
+    the reply does. Python's streams are flushed there; C stdio (``printf`` from an
+    extension), which would be fully buffered on a pipe, is made unbuffered once
+    here, or, where that is not possible, flushed on every call too.
     """
-    c_fflush = _c_fflush()
+    c_fflush = None if _unbuffer_c_stdout() else _c_fflush()
 
     def flush() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # pod code may have replaced or closed a stream
-                pass
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # pod code may have replaced or closed a stream
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
         if c_fflush is not None:
             c_fflush(None)
 
     return flush
 
 
-def _c_fflush() -> Callable[[None], int] | None:
+def _libc():
     if os.name != "posix":
         return None
     try:
         import ctypes
 
-        return ctypes.CDLL(None).fflush
+        return ctypes.CDLL(None)
     except Exception:  # no ctypes, or no C library symbols in this process
         return None
+
+
+def _unbuffer_c_stdout() -> bool:
+    libc = _libc()
+    if libc is None:
+        return False
+    import ctypes
+
+    for symbol in ("stdout", "__stdoutp"):  # glibc and musl; macOS
+        try:
+            stream = ctypes.c_void_p.in_dll(libc, symbol)
+        except ValueError:
+            continue
+        libc.setvbuf.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t]
+        return libc.setvbuf(stream, None, _IONBF, 0) == 0
+    return False
+
+
+_IONBF = 2  # <stdio.h>: the same value on glibc, musl and macOS
+
+
+def _c_fflush() -> Callable[[None], int] | None:
+    libc = _libc()
+    return libc.fflush if libc is not None else None
