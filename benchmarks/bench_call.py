@@ -138,9 +138,8 @@ def main() -> None:
         venv_python = str(pods_dir / "bench" / "venv" / "bin" / "python")
         floor = Floor(venv_python)
         try:
-            print(
-                f"tiny call foo(1, 2): median round trip, {options.rounds} rounds x {options.calls} calls"
-            )
+            rounds, calls = options.rounds, options.calls
+            print(f"tiny call foo(1, 2): median round trip, {rounds} rounds x {calls} calls")
             print(f"{'placement':<12}{'pypods':>10}{'floor':>10}{'ratio':>8}")
             one = {min(all_cpus)}
             for label, cpus in (("one core", one), ("unpinned", all_cpus)):

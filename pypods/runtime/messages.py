@@ -15,12 +15,12 @@ from . import codec
 from .framing import FrameError
 from .protocol import (
     ERROR_KIND,
-    FIELD_ARGS,
-    FIELD_PLAIN_ARGS,
     ERROR_MESSAGE,
     ERROR_MRO,
     ERROR_TRACEBACK,
     ERROR_TYPE,
+    FIELD_ARGS,
+    FIELD_PLAIN_ARGS,
     KIND_RAISED,
     OP_INVOKE,
     STATUS_DONE,
