@@ -202,6 +202,16 @@ class PodProcess:
         """False once the process has died or been stopped."""
         return not (self._dead or self._exited)
 
+    @property
+    def finished(self) -> bool:
+        """True once this process is stopped for good and its end was reported.
+
+        A process that died unnoticed is not finished yet: the next call reports the
+        death (``PodCrashedError``), so module state is never lost silently; only
+        then is a new process started.
+        """
+        return self._dead
+
     def invoke(
         self, function: str, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
     ) -> Any:

@@ -197,7 +197,7 @@ class PodLoader:
         process = self._process
         if process is None:
             self._require_loaded()
-        if not process.alive:
+        if process.finished:
             process = self._restart(process)
         return process.invoke(function, args, kwargs, self._timeout)
 

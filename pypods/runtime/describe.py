@@ -107,9 +107,7 @@ def describe_signature(fn: Callable[..., Any]) -> dict[str, Any] | None:
 
 
 def annotation_text(annotation: Any) -> str:
-    """Render an annotation as source-like text (``int``, ``numpy.ndarray``, ``list[str]``)."""
-    if isinstance(annotation, str):
-        return annotation
+    """Render an annotation as ``inspect`` shows it in the pod (``int``, ``'list[str]'``)."""
     try:
         return inspect.formatannotation(annotation)
     except Exception:  # a hostile __repr__ must not break describe

@@ -1,0 +1,3 @@
+"""A module beside the toolbox pod's pod.py, imported with a plain import."""
+
+helper_value = 42

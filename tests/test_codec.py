@@ -1,0 +1,236 @@
+"""The codec, without processes: exact round trips, clear refusals, a strict decoder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import OrderedDict
+
+import bson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pypods.runtime import codec, messages
+from pypods.runtime.codec import TAG, DecodeError, UnsupportedTypeError
+
+
+def through_bson(value):
+    """Encode, pass through real BSON bytes, decode: what crossing the pipe does."""
+    data = messages.done_reply(1, value)
+    return codec.decode(bson.decode(data)["value"])
+
+
+def assert_same(original, returned):
+    """Equal in value and in type, all the way down (nan equals nan here)."""
+    assert type(returned) is type(original), (original, returned)
+    if isinstance(original, float) and math.isnan(original):
+        assert math.isnan(returned)
+    elif isinstance(original, (list, tuple)):
+        assert len(returned) == len(original)
+        for a, b in zip(original, returned):
+            assert_same(a, b)
+    elif isinstance(original, dict):
+        assert list(returned) == list(original)
+        for key in original:
+            assert_same(original[key], returned[key])
+    else:
+        assert returned == original
+        if isinstance(original, dt.datetime):
+            assert returned.tzinfo == original.tzinfo
+            assert returned.fold == original.fold
+            if original.tzinfo is not None:
+                assert returned.tzname() == original.tzname()
+
+
+EXACT_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**31 - 1,
+    2**31,
+    -(2**31) - 1,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    -(2**63) - 1,
+    10**400,
+    -(10**400),
+    0.0,
+    -0.0,
+    1.5,
+    math.inf,
+    -math.inf,
+    math.nan,
+    "",
+    "hello",
+    "nul \x00 inside",
+    "unicode: ünïcødé ✓ 🐍",
+    "lone surrogate \udc80",
+    b"",
+    b"\x00\xff bytes",
+    [],
+    [1, [2, [3]]],
+    (),
+    (1,),
+    (1, (2, (3,)), [4, (5,)]),
+    {},
+    {"a": 1, "b": [1, 2], "c": {"d": (1, 2)}},
+    {TAG: "tuple", "v": [1, 2]},  # a user dict that looks like a tag
+    {"$ref": "collection", "$id": 5},  # pymongo would build a DBRef from this
+    {"key\x00with nul": 1},
+    {"\udc80": "surrogate key"},
+    dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
+    dt.datetime(1, 1, 1),
+    dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+    dt.datetime(2021, 11, 7, 1, 30, fold=1),
+    dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc),
+    dt.datetime(2024, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=-5, minutes=-30))),
+    dt.datetime(2024, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=1), "CET")),
+    dt.datetime(2024, 1, 2, tzinfo=dt.timezone(dt.timedelta(seconds=1, microseconds=7))),
+    {1: "int key", (1, 2): "tuple key", None: "none key", 2.5: "float key"},
+    [{"nested": ({"deep": [b"bytes", 10**30]},)}],
+]
+
+
+@pytest.mark.parametrize("value", EXACT_VALUES, ids=lambda v: repr(v)[:40])
+def test_values_round_trip_exactly(value):
+    assert_same(value, through_bson(value))
+
+
+def test_big_ints_and_int64_come_back_as_plain_int():
+    for value in (2**31, 2**40, -(2**40), 2**63 - 1):
+        returned = through_bson(value)
+        assert type(returned) is int and returned == value
+
+
+def test_plain_arguments_skip_the_codec_yet_round_trip():
+    args = (1, "two", 3.0, None, True, b"six", 2**31 - 1)
+    assert codec.all_plain_scalars(args)
+    doc = bson.decode(messages.invoke_request(1, "f", args, {}))
+    assert "args" not in doc
+    assert tuple(doc["a"]) == args
+    assert all(type(a) is type(b) for a, b in zip(doc["a"], args))
+
+
+def test_arguments_that_need_the_codec_are_encoded():
+    args = (2**31, (1, 2))
+    assert not codec.all_plain_scalars(args)
+    doc = bson.decode(messages.invoke_request(1, "f", args, {}))
+    assert codec.decode(doc["args"]) == [2**31, (1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "path"),
+    [
+        ({1, 2}, "set", "value"),
+        ([1, 2, {"cfg": [0, 1, 2, frozenset()]}], "frozenset", "value[2]['cfg'][3]"),
+        ({"x": object()}, "object", "value['x']"),
+        ((1, 1j), "complex", "value[1]"),
+        (OrderedDict(a=1), "collections.OrderedDict", "value"),
+        ({frozenset(): 1}, "frozenset", "value"),
+        (dt.date(2024, 1, 1), "datetime.date", "value"),
+    ],
+)
+def test_unsupported_values_name_type_and_path(value, type_name, path):
+    with pytest.raises(UnsupportedTypeError) as info:
+        codec.encode(value)
+    error = info.value
+    assert isinstance(error, TypeError)
+    assert error.type_name == type_name
+    assert error.path.startswith(path)
+    assert type_name in str(error) and "at " + path in str(error)
+
+
+def test_argument_paths_start_at_args():
+    with pytest.raises(TypeError, match=r"at args\[1\]\['cfg'\]\[3\]"):
+        messages.invoke_request(1, "f", (0, {"cfg": [0, 1, 2, {3}]}), {})
+
+
+def test_unsupported_tzinfo_is_refused():
+    class Zone(dt.tzinfo):
+        def utcoffset(self, when):
+            return dt.timedelta(0)
+
+    with pytest.raises(UnsupportedTypeError, match="tzinfo"):
+        codec.encode(dt.datetime(2024, 1, 1, tzinfo=Zone()))
+
+
+def test_reference_cycles_raise_a_clear_error():
+    value: list = [1]
+    value.append({"again": value})
+    with pytest.raises(ValueError, match="contains itself"):
+        codec.encode(value)
+
+
+def test_very_deep_nesting_raises_instead_of_crashing():
+    value: list = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        codec.encode(value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {TAG: "no-such-kind", "v": 1},
+        {TAG: 5, "v": 1},
+        {TAG: "tuple", "v": "not a list"},
+        {TAG: "int", "v": 5},
+        {TAG: "dict", "v": [[1]]},
+        {TAG: "datetime", "v": [2024, 13, 1, 0, 0, 0, 0, 0]},
+        {TAG: "datetime", "v": [1, 2]},
+        {TAG: "tuple"},
+        bson.ObjectId(),
+        bson.Regex("x"),
+        bson.Binary(b"x", 0x80),
+        dt.datetime(2024, 1, 1),  # a BSON datetime: PyPods never sends one untagged
+    ],
+    ids=repr,
+)
+def test_decoder_refuses_what_the_encoder_never_produces(bad):
+    with pytest.raises(DecodeError):
+        codec.decode(bad)
+
+
+# -- property-based ----------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.binary(),
+    st.datetimes(),
+    st.datetimes(
+        timezones=st.builds(
+            dt.timezone,
+            st.timedeltas(
+                min_value=dt.timedelta(hours=-23, minutes=-59),
+                max_value=dt.timedelta(hours=23, minutes=59),
+            ),
+        )
+    ),
+)
+keys = st.one_of(st.text(), st.integers(), st.booleans(), st.none(), st.tuples(st.integers()))
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.lists(children, max_size=5).map(tuple),
+        st.dictionaries(keys, children, max_size=5),
+        st.dictionaries(st.sampled_from([TAG, "$ref", "$id", "v", "a\x00"]), children, max_size=3),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_any_supported_value_round_trips(value):
+    assert_same(value, through_bson(value))

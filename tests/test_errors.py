@@ -1,0 +1,284 @@
+"""Errors: raised in pods, pods that die, hang, or never start. Every fault is real."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pypods import (
+    NoSuchFunctionError,
+    PodCrashedError,
+    PodError,
+    PodLoader,
+    PodStartError,
+    PodTimeoutError,
+    RemoteError,
+)
+
+from .conftest import kill, pid_alive, wait_until, write_pod
+
+# -- exceptions raised by pod code ----------------------------------------------------
+
+
+def test_remote_builtin_exceptions_are_also_the_builtin(toolbox):
+    with pytest.raises(ValueError, match=r"^bad value$") as info:
+        toolbox.raise_value_error()
+    error = info.value
+    assert isinstance(error, RemoteError) and isinstance(error, PodError)
+    assert error.remote_type == "ValueError"
+    assert str(error) == "bad value"
+
+
+def test_key_error_message_is_the_remote_message(toolbox):
+    with pytest.raises(KeyError) as info:
+        toolbox.raise_key_error("missing")
+    assert str(info.value) == "'missing'"
+
+
+def test_zero_division_and_os_errors_are_mirrored(toolbox):
+    with pytest.raises(ZeroDivisionError):
+        toolbox.divide(1, 0)
+    with pytest.raises(FileNotFoundError) as info:
+        toolbox.raise_file_not_found()
+    assert isinstance(info.value, OSError) and "not/here.txt" in str(info.value)
+
+
+def test_subclass_of_a_builtin_is_caught_as_the_builtin(toolbox):
+    with pytest.raises(ValueError, match="custom failure") as info:
+        toolbox.raise_custom()
+    assert info.value.remote_type == "pod.PodSpecificError"
+
+
+def test_remote_traceback_shows_the_pod_frames(toolbox, shared_pods_dir):
+    with pytest.raises(RemoteError) as info:
+        toolbox.divide(1, 0)
+    text = info.value.remote_traceback
+    assert str(shared_pods_dir / "toolbox" / "pod.py") in text
+    assert "in divide" in text and "return a / b" in text
+    assert "ZeroDivisionError: division by zero" in text
+    assert "server.py" not in text  # the runtime's own frames are hidden
+    assert info.value.__cause__ is not None and "in divide" in str(info.value.__cause__)
+
+
+def test_uncaught_remote_error_prints_the_pod_traceback(_toolbox_built):
+    script = textwrap.dedent(
+        f"""
+        from pypods import PodLoader
+        pod = PodLoader("toolbox", pods_dir={str(_toolbox_built)!r}).load_pod()
+        pod.divide(1, 0)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback in the pod" in result.stderr and "return a / b" in result.stderr
+    assert "RemoteZeroDivisionError: division by zero" in result.stderr
+
+
+def test_a_pod_that_raised_stays_usable(toolbox):
+    pid = toolbox.get_pid()
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            toolbox.raise_value_error()
+    assert toolbox.add(1, 2) == 3 and toolbox.get_pid() == pid
+
+
+def test_keyboard_interrupt_in_pod_code_is_not_mirrored(toolbox):
+    with pytest.raises(RemoteError) as info:
+        toolbox.raise_keyboard_interrupt()
+    assert not isinstance(info.value, KeyboardInterrupt)
+    assert info.value.remote_type == "KeyboardInterrupt"
+    assert toolbox.add(1, 1) == 2
+
+
+def test_remote_errors_pickle(toolbox):
+    with pytest.raises(RemoteError) as info:
+        toolbox.raise_value_error("pickled")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(copy, ValueError) and str(copy) == "pickled"
+    assert copy.remote_type == "ValueError" and copy.remote_traceback
+
+
+def test_unknown_function_is_an_attribute_error_naming_pod_and_function(toolbox):
+    for attempt in (lambda: toolbox.no_such_thing, lambda: toolbox.call("no_such_thing")):
+        with pytest.raises(NoSuchFunctionError) as info:
+            attempt()
+        assert isinstance(info.value, AttributeError) and isinstance(info.value, PodError)
+        assert "'toolbox'" in str(info.value) and "'no_such_thing'" in str(info.value)
+    assert not hasattr(toolbox, "no_such_thing")
+
+
+# -- pods that die ------------------------------------------------------------------
+
+
+def test_exit_during_a_call_is_a_crash_with_code_and_stderr(toolbox):
+    old_pid = toolbox.get_pid()
+    with pytest.raises(PodCrashedError) as info:
+        toolbox.exit_process(3)
+    error = info.value
+    assert error.returncode == 3
+    assert "exit code 3" in str(error) and "exit_process()" in str(error)
+    assert "about to exit with 3" in str(error)
+    assert error.stderr_tail[-1] == "about to exit with 3"
+    assert not pid_alive(old_pid)
+    assert toolbox.add(2, 3) == 5  # the next call starts a fresh process
+    assert toolbox.get_pid() != old_pid
+
+
+def test_sys_exit_in_pod_code_ends_the_pod(toolbox):
+    with pytest.raises(PodCrashedError, match="exit code 4"):
+        toolbox.sys_exit(4)
+    assert toolbox.add(1, 1) == 2
+
+
+def test_segfault_is_a_crash_naming_the_signal(toolbox):
+    with pytest.raises(PodCrashedError, match="SIGSEGV") as info:
+        toolbox.segfault()
+    assert info.value.returncode == -signal.SIGSEGV
+    assert toolbox.add(1, 1) == 2
+
+
+def test_kill_during_a_call_is_reported_promptly(toolbox):
+    pid = toolbox.pid
+    killer = subprocess.Popen(
+        [sys.executable, "-c", f"import os, time; time.sleep(0.5); os.kill({pid}, 9)"]
+    )
+    started = time.monotonic()
+    with pytest.raises(PodCrashedError, match="SIGKILL") as info:
+        toolbox.sleep(30)
+    killer.wait()
+    assert time.monotonic() - started < 5
+    assert "during a call to sleep()" in str(info.value)
+    assert toolbox.add(1, 1) == 2
+
+
+def test_kill_between_calls_is_reported_by_the_next_call_then_recovered(toolbox):
+    pid = toolbox.pid
+    kill(pid)
+    assert wait_until(lambda: not pid_alive(pid))
+    with pytest.raises(PodCrashedError, match="SIGKILL"):
+        toolbox.add(1, 2)
+    assert toolbox.add(1, 2) == 3
+    assert toolbox.pid != pid
+
+
+def test_a_crash_is_detected_even_when_a_child_holds_the_pipes(toolbox):
+    child = toolbox.spawn_sleeper(30)  # inherits the pod's descriptors, outlives it
+    try:
+        with pytest.raises(PodCrashedError, match="exit code 7"):
+            toolbox.kill_self_later(0.3)
+            toolbox.sleep(30)
+    finally:
+        try:
+            kill(child)
+        except ProcessLookupError:
+            pass
+    assert toolbox.add(1, 1) == 2
+
+
+def test_background_death_between_calls(toolbox):
+    toolbox.kill_self_later(0.1)
+    pid = toolbox.pid
+    assert wait_until(lambda: not pid_alive(pid))
+    with pytest.raises(PodCrashedError, match="between calls"):
+        toolbox.add(1, 1)
+    assert toolbox.add(1, 1) == 2
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+
+def test_timeout_stops_the_pod_and_the_next_call_works(_toolbox_built):
+    loader = PodLoader("toolbox", pods_dir=_toolbox_built, timeout=0.5).load_pod()
+    try:
+        pid = loader.pid
+        started = time.monotonic()
+        with pytest.raises(PodTimeoutError) as info:
+            loader.sleep(30)
+        assert time.monotonic() - started < 5
+        assert isinstance(info.value, TimeoutError) and isinstance(info.value, PodError)
+        assert "0.5s" in str(info.value) and "sleep()" in str(info.value)
+        assert wait_until(lambda: not pid_alive(pid))
+        assert loader.add(1, 2) == 3
+        assert loader.sleep(0.1) == 0.1  # within the limit
+    finally:
+        loader.unload_pod()
+
+
+def test_timeout_can_be_changed_on_a_loaded_pod(toolbox):
+    toolbox.timeout = 0.3
+    with pytest.raises(PodTimeoutError):
+        toolbox.sleep(10)
+    toolbox.timeout = None
+    assert toolbox.sleep(0.5) == 0.5
+
+
+# -- pods that never start --------------------------------------------------------------
+
+
+def test_syntax_error_in_pod_py_is_a_clear_start_error(pods_dir):
+    write_pod(pods_dir, "broken", "def oops(:\n    pass\n")
+    with pytest.raises(PodStartError) as info:
+        PodLoader("broken", pods_dir=pods_dir).load_pod()
+    text = str(info.value)
+    assert "SyntaxError" in text and "pod.py" in text and "line 1" in text
+
+
+def test_exception_at_import_shows_the_pod_traceback(pods_dir):
+    write_pod(pods_dir, "raises", "import missing_dependency_xyz\n")
+    with pytest.raises(PodStartError) as info:
+        PodLoader("raises", pods_dir=pods_dir).load_pod()
+    error = info.value
+    assert error.remote_type in ("ModuleNotFoundError", "ImportError")
+    assert "missing_dependency_xyz" in str(error)
+    assert 'pod.py", line 1' in error.remote_traceback
+
+
+def test_sys_exit_at_import_is_a_start_error(pods_dir):
+    write_pod(pods_dir, "quits", "import sys\nsys.exit('leaving early')\n")
+    with pytest.raises(PodStartError, match="SystemExit: leaving early"):
+        PodLoader("quits", pods_dir=pods_dir).load_pod()
+
+
+def test_hard_crash_at_import_is_a_start_error_with_stderr(pods_dir):
+    write_pod(pods_dir, "dies", "import os, sys\nsys.stderr.write('dying now\\n')\nos._exit(9)\n")
+    with pytest.raises(PodStartError) as info:
+        PodLoader("dies", pods_dir=pods_dir).load_pod()
+    assert info.value.returncode == 9
+    assert "dying now" in str(info.value)
+
+
+def test_bad_all_is_a_start_error(pods_dir):
+    write_pod(pods_dir, "badall", "__all__ = ['missing']\n")
+    with pytest.raises(PodStartError, match="__all__ lists 'missing'"):
+        PodLoader("badall", pods_dir=pods_dir).load_pod()
+
+
+def test_a_pod_folder_without_pod_py_is_a_config_error(pods_dir):
+    (pods_dir / "empty").mkdir()
+    with pytest.raises(PodError, match=r"has no pod\.py"):
+        PodLoader("empty", pods_dir=pods_dir).load_pod()
+
+
+def test_restart_after_crash_fails_clearly_if_pod_py_broke(pods_dir):
+    folder = write_pod(pods_dir, "fragile", "import os\ndef die():\n    os._exit(1)\n")
+    loader = PodLoader("fragile", pods_dir=pods_dir).load_pod()
+    with pytest.raises(PodCrashedError):
+        loader.die()
+    (folder / "pod.py").write_text("raise RuntimeError('now broken')\n")
+    for _ in range(2):  # each call tries one restart: no tight loop
+        with pytest.raises(PodStartError, match="now broken"):
+            loader.die()
+    loader.unload_pod()
+
+
+def test_no_zombie_or_orphan_after_crash(toolbox):
+    pid = toolbox.pid
+    with pytest.raises(PodCrashedError):
+        toolbox.exit_process(0)
+    assert not pid_alive(pid)
