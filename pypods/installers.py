@@ -261,7 +261,9 @@ def run(command: list[str], env: dict[str, str], on_line: OnLine) -> None:
 _FAILING_REQUIREMENT = [
     re.compile(r"No matching distribution found for (\S+)"),
     re.compile(r"Could not find a version that satisfies the requirement (\S+)"),
-    re.compile(r"Because (\S+) was not found in the package registry"),
+    re.compile(
+        r"Because (\S+) was not found in the (?:package registry|provided package locations)"
+    ),
     re.compile(r"there is no version of (\S+?)(?: and|,|$)", re.MULTILINE),
     re.compile(r"Because only (\S+?) is available"),
     re.compile(r"Cannot install (\S+?)(?: and|,| because)"),
@@ -297,8 +299,13 @@ def _uv_flags_from_pip_config(options: InstallOptions) -> list[str]:
     index_url = options.index_url or settings.get("index-url")
     if index_url:
         flags += ["--index-url", index_url]
-    for url in (*_split(settings.get("extra-index-url")), *options.extra_index_urls):
+    extra_urls = (*_split(settings.get("extra-index-url")), *options.extra_index_urls)
+    for url in extra_urls:
         flags += ["--extra-index-url", url]
+    if extra_urls:
+        # pip weighs every index equally and takes the best match; uv by default stops
+        # at the first index that has the package at all. Keep pip's meaning.
+        flags += ["--index-strategy", "unsafe-best-match"]
     for link in (*_split(settings.get("find-links")), *options.find_links):
         flags += ["--find-links", link]
     if options.no_index or _truthy(settings.get("no-index")):

@@ -1,0 +1,164 @@
+"""Pod processes start, stop and never outlive their client. Faults are inflicted for real."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pypods import PodLoader
+
+from .conftest import pid_alive, wait_until
+
+
+def client_script(pods_dir, body: str) -> list[str]:
+    """A client program that loads the toolbox pod, then runs ``body``."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from pypods import PodLoader
+        pod = PodLoader("toolbox", pods_dir={str(pods_dir)!r}).load_pod()
+        print(pod.pid, flush=True)
+        """
+    ) + textwrap.dedent(body)
+    return [sys.executable, "-c", code]
+
+
+def start_client(pods_dir, body: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        client_script(pods_dir, body), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return proc, int(proc.stdout.readline())
+
+
+def test_unload_stops_the_process(toolbox):
+    pid = toolbox.pid
+    toolbox.unload_pod()
+    assert not pid_alive(pid)
+
+
+def test_unload_also_stops_children_the_pod_started(toolbox):
+    child = toolbox.spawn_sleeper(60)
+    assert pid_alive(child)
+    toolbox.unload_pod()
+    assert wait_until(lambda: not pid_alive(child), timeout=5)
+
+
+def test_pod_exits_when_its_idle_client_is_killed(_toolbox_built):
+    client, pod_pid = start_client(_toolbox_built, "time.sleep(60)\n")
+    client.kill()
+    client.wait()
+    assert wait_until(lambda: not pid_alive(pod_pid), timeout=5)
+
+
+def test_pod_exits_when_its_client_is_killed_during_a_long_call(_toolbox_built):
+    client, pod_pid = start_client(_toolbox_built, "pod.sleep(60)\n")
+    time.sleep(0.5)  # the pod is now busy in sleep(60) and not reading its stdin
+    client.kill()
+    client.wait()
+    assert wait_until(lambda: not pid_alive(pod_pid), timeout=5)
+
+
+def test_interpreter_exit_without_unload_is_clean(_toolbox_built):
+    client, pod_pid = start_client(_toolbox_built, "print(pod.add(1, 2))\n")
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0
+    assert out.strip() == "3"
+    assert err == ""  # no traceback noise
+    assert wait_until(lambda: not pid_alive(pod_pid), timeout=5)
+
+
+def test_ctrl_c_in_a_terminal_does_not_reach_the_pod(toolbox):
+    # The pod runs in its own session: a terminal's SIGINT to the client's process
+    # group is not delivered to it.
+    assert os.getpgid(toolbox.pid) != os.getpgid(0)
+    assert toolbox.add(1, 1) == 2
+
+
+def test_keyboard_interrupt_while_waiting_stops_the_call_and_the_loader_recovers(_toolbox_built):
+    body = """
+    import signal, threading
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pod.sleep(30)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    print(pod.add(2, 3), flush=True)
+    """
+    client, _ = start_client(_toolbox_built, body)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert out.split() == ["interrupted", "5"]
+
+
+def _child_uses_pod(pods_dir, queue):
+    pod = PodLoader("toolbox", pods_dir=pods_dir).load_pod()
+    queue.put((pod.add(20, 22), pod.get_pid()))
+    pod.unload_pod()
+
+
+def test_a_forked_child_never_uses_the_parents_pod(toolbox, _toolbox_built):
+    parent_pod = toolbox.get_pid()
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 0
+        try:
+            os.close(read_fd)
+            # The inherited loader starts a pod of its own instead of writing on the
+            # parent's pipes.
+            answer = f"{toolbox.add(1, 2)} {toolbox.get_pid()}"
+            os.write(write_fd, answer.encode())
+            toolbox.unload_pod()
+        except BaseException:
+            status = 1
+        os._exit(status)
+    os.close(write_fd)
+    _, status = os.waitpid(child, 0)
+    answer = os.read(read_fd, 100).decode().split()
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer[0] == "3" and int(answer[1]) != parent_pod
+    assert toolbox.add(1, 1) == 2 and toolbox.get_pid() == parent_pod
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux's default")
+def test_multiprocessing_fork_children_work_and_the_parent_stays_sound(toolbox, _toolbox_built):
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_child_uses_pod, args=(_toolbox_built, queue)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    assert [r[0] for r in results] == [42, 42]
+    assert toolbox.add(2, 2) == 4
+
+
+def test_a_pod_outlives_a_forked_child_only_while_its_client_lives(_toolbox_built):
+    body = """
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+    """
+    client, pod_pid = start_client(_toolbox_built, body)
+    forked = int(client.stdout.readline())
+    try:
+        client.kill()
+        client.wait()
+        assert wait_until(lambda: not pid_alive(pod_pid), timeout=5)
+    finally:
+        os.kill(forked, signal.SIGKILL)
