@@ -125,7 +125,7 @@ class PipInstaller(Installer):
         for path in requirement_files:
             command += ["-r", str(path)]
         command += list(requirements)
-        run(command, installer_env(), on_line)
+        run(command, installer_env(), on_line, cwd=venv.parent)
 
 
 class UvInstaller(Installer):
@@ -165,7 +165,7 @@ class UvInstaller(Installer):
         for path in requirement_files:
             command += ["-r", str(path)]
         command += list(requirements)
-        run(command, self._env(), on_line)
+        run(command, self._env(), on_line, cwd=venv.parent)
 
     def _env(self) -> dict[str, str]:
         env = installer_env()
@@ -217,8 +217,13 @@ def installer_env() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str], on_line: OnLine) -> None:
+def run(
+    command: list[str], env: dict[str, str], on_line: OnLine, *, cwd: Path | None = None
+) -> None:
     """Run an installer command, streaming its output lines to ``on_line``.
+
+    Installs run in the pod folder, so that relative paths in requirements.txt
+    (``./vendored_pkg``, ``-e ./lib``) mean the same on every machine.
 
     Raises:
         InstallFailed: the command failed or could not be started.
@@ -231,6 +236,7 @@ def run(command: list[str], env: dict[str, str], on_line: OnLine) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             text=True,
             encoding="utf-8",
             errors="replace",

@@ -16,11 +16,27 @@ from typing import Any, Callable, Mapping
 from .client import PodProcess
 from .config import read_config
 from .env import RUNTIME_PACKAGE, PodEnvironment
-from .errors import NoSuchFunctionError, PodNotLoadedError, PodProtocolError
+from .errors import NoSuchFunctionError, PodError, PodNotLoadedError, PodProtocolError
 from .folder import PodFolder, default_pods_dir, validate_pod_name
 from .proxies import make_proxy
 
 _live_loaders: weakref.WeakSet[PodLoader] = weakref.WeakSet()
+
+
+class _ProcessSlot:
+    """Holds a loader's current pod process; shared with the loader's finalizer."""
+
+    __slots__ = ("process",)
+
+    def __init__(self) -> None:
+        self.process: PodProcess | None = None
+
+
+def _close_slot(slot: _ProcessSlot) -> None:
+    """Finalizer: a loader that is garbage-collected while loaded stops its pod."""
+    process, slot.process = slot.process, None
+    if process is not None:
+        process.close()
 
 
 class PodLoader:
@@ -83,7 +99,8 @@ class PodLoader:
         self.timeout = timeout
         self.env = env
         self._lock = threading.RLock()
-        self._process: PodProcess | None = None
+        self._slot = _ProcessSlot()
+        weakref.finalize(self, _close_slot, self._slot)
         self._environment: PodEnvironment | None = None
         self._proxies: dict[str, Callable[..., Any]] = {}
         self._injected: dict[str, Callable[..., Any]] = {}
@@ -126,6 +143,8 @@ class PodLoader:
             PodStartError: the pod process could not start (pod.py raised...).
             PodConfigError: the pod folder or its pod.toml is invalid.
         """
+        if os.name == "nt":
+            raise PodError("PyPods runs pods on Linux and macOS; on Windows, use it inside WSL")
         with self._lock:
             self.folder.ensure_exists()
             config = read_config(self.folder.config_file)
@@ -141,9 +160,9 @@ class PodLoader:
             except BaseException:
                 process.close()
                 raise
-            old = self._process
+            old = self._slot.process
             self._uninject()
-            self._process, self._environment, self._proxies = process, environment, proxies
+            self._slot.process, self._environment, self._proxies = process, environment, proxies
             self._inject()
             if old is not None:
                 old.close()
@@ -157,7 +176,7 @@ class PodLoader:
         """
         with self._lock:
             self._uninject()
-            process, self._process = self._process, None
+            process, self._slot.process = self._slot.process, None
             self._proxies = {}
         if process is not None:
             process.close()
@@ -165,7 +184,7 @@ class PodLoader:
     @property
     def loaded(self) -> bool:
         """True between ``load_pod()`` and ``unload_pod()``."""
-        return self._process is not None
+        return self._slot.process is not None
 
     @property
     def functions(self) -> Mapping[str, Callable[..., Any]]:
@@ -175,7 +194,7 @@ class PodLoader:
     @property
     def pid(self) -> int | None:
         """The pod process's id, or None when not loaded."""
-        process = self._process
+        process = self._slot.process
         return process.pid if process is not None else None
 
     # -- calling ---------------------------------------------------------------------
@@ -194,7 +213,7 @@ class PodLoader:
         return proxy(*args, **kwargs)
 
     def _invoke(self, function: str, args: tuple, kwargs: dict) -> Any:
-        process = self._process
+        process = self._slot.process
         if process is None:
             self._require_loaded()
         if process.finished:
@@ -204,9 +223,9 @@ class PodLoader:
     def _restart(self, dead: PodProcess) -> PodProcess:
         with self._lock:
             self._require_loaded()
-            if self._process is dead:
-                self._process = self._start(self._environment)
-            return self._process
+            if self._slot.process is dead:
+                self._slot.process = self._start(self._environment)
+            return self._slot.process
 
     def _start(self, environment: PodEnvironment) -> PodProcess:
         return PodProcess.start(
@@ -219,7 +238,7 @@ class PodLoader:
         )
 
     def _require_loaded(self) -> None:
-        if self._process is None:
+        if self._slot.process is None:
             raise PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
 
     def _make_proxies(self, process: PodProcess) -> dict[str, Callable[..., Any]]:
@@ -275,7 +294,8 @@ class PodLoader:
         proxies = self.__dict__.get("_proxies", {})
         if name in proxies:
             return proxies[name]
-        if self.__dict__.get("_process") is None:
+        slot = self.__dict__.get("_slot")
+        if slot is None or slot.process is None:
             raise NoSuchFunctionError(self.name, name, (), not_loaded=True)
         raise NoSuchFunctionError(self.name, name, list(proxies))
 
@@ -291,7 +311,7 @@ class PodLoader:
         self.unload_pod()
 
     def __repr__(self) -> str:
-        process = self._process
+        process = self._slot.process
         if process is None:
             state = "not loaded"
         else:

@@ -27,7 +27,10 @@ STDERR_TAIL_LINES = 20
 
 _READ_SIZE = 64 * 1024
 _MAX_ROUNDS = 64  # x _READ_SIZE: more than a full pipe (1 MiB at most by default)
-_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
+# getattr: importable where select.poll does not exist (Windows), though unusable there
+_EVENTS = (
+    getattr(select, "POLLIN", 1) | getattr(select, "POLLHUP", 16) | getattr(select, "POLLERR", 8)
+)
 
 
 class OutputPump:

@@ -271,3 +271,28 @@ def test_offline_without_the_wheel_is_a_clear_install_error(pods_dir, wheelhouse
         PodLoader("unreachable", pods_dir=pods_dir).load_pod()
     assert info.value.requirement is not None and "attrs" in info.value.requirement
     assert stamp(pods_dir, "unreachable") is None
+
+
+def test_relative_paths_in_requirements_are_relative_to_the_pod_folder(
+    pods_dir, tmp_path, monkeypatch
+):
+    folder = write_pod(pods_dir, "vendoring", VERSION_POD, requirements="./vendored\n")
+    package = folder / "vendored"
+    (package / "vendored_pkg").mkdir(parents=True)
+    (package / "vendored_pkg" / "__init__.py").write_text("__version__ = '0.0.7'\n")
+    (package / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "vendored-pkg"
+            version = "0.0.7"
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)  # anywhere but the pod folder
+    with PodLoader("vendoring", pods_dir=pods_dir) as pod:
+        assert pod.version("vendored_pkg") == "0.0.7"

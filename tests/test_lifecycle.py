@@ -162,3 +162,37 @@ def test_a_pod_outlives_a_forked_child_only_while_its_client_lives(_toolbox_buil
         assert wait_until(lambda: not pid_alive(pod_pid), timeout=5)
     finally:
         os.kill(forked, signal.SIGKILL)
+
+
+def test_a_dropped_loader_stops_its_pod(_toolbox_built):
+    import gc
+
+    loader = PodLoader("toolbox", pods_dir=_toolbox_built).load_pod()
+    pid = loader.pid
+    del loader
+    gc.collect()
+    assert wait_until(lambda: not pid_alive(pid), timeout=10)
+
+
+def test_unload_during_a_call_in_another_thread(toolbox):
+    import threading
+
+    from pypods import PodCrashedError
+
+    errors = []
+
+    def call():
+        try:
+            toolbox.sleep(30)
+        except PodCrashedError as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    toolbox.unload_pod()
+    caller.join(10)
+    assert time.monotonic() - started < 5
+    assert not caller.is_alive()
+    assert len(errors) == 1 and "unloaded during the call" in str(errors[0])
