@@ -99,6 +99,7 @@ class PodProcess:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._exited = False  # set by the watcher the moment the process is gone
+        self._reaped = threading.Event()  # set by the watcher once it has reaped the pod
         self._dead = False  # set once this object has been stopped and cleaned up
         self._stopping_reason: str | None = None
         for fd in (request_w, reply_r):
@@ -326,13 +327,29 @@ class PodProcess:
         self._fail_timeout(function, timeout)
 
     def _watch(self) -> None:
-        """Watcher thread: wait for the process to end, then wake any waiting caller."""
+        """Watcher thread: wait for the process to end, reap it, wake any waiting caller.
+
+        This thread is the only one that reaps the pod. It first waits without reaping
+        (``WNOWAIT``): while the pod is a zombie its process group id cannot be
+        reused, so children the pod left behind are stopped with no risk of
+        signalling an unrelated group. Nothing outlives a pod.
+        """
         proc = self._proc
         if proc is None:
             return
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            reaped_first = False
+        except (AttributeError, OSError):  # no waitid on this platform
+            reaped_first = True
+        if not reaped_first:
+            _signal_group(proc.pid, signal.SIGTERM)
         proc.wait()
+        if reaped_first:
+            _signal_group(proc.pid, signal.SIGTERM)  # a tiny window: best effort
         self.returncode = proc.returncode
         self._exited = True
+        self._reaped.set()  # before the doorbell, whose write may block on a full pipe
         with self._wake_lock:
             if self._wake_w >= 0:
                 try:
@@ -452,18 +469,11 @@ class PodProcess:
         proc = self._proc
         _close_quietly(self._wfd)  # EOF on its stdin also tells a healthy pod to exit
         if proc is not None:
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
+            if not self._reaped.wait(grace):
                 _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
+                if not self._reaped.wait(STOP_GRACE):
                     _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # The pod is reaped, but its group id stays reserved while any child the pod
-            # started is alive: take those down too, so nothing is left behind.
-            _signal_group(proc.pid, signal.SIGTERM)
+                    self._reaped.wait()
             self.returncode = proc.returncode
         _close_quietly(self._rfd)  # first: a watcher blocked writing to a full pipe lets go
         with self._wake_lock:

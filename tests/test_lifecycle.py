@@ -196,3 +196,12 @@ def test_unload_during_a_call_in_another_thread(toolbox):
     assert time.monotonic() - started < 5
     assert not caller.is_alive()
     assert len(errors) == 1 and "unloaded during the call" in str(errors[0])
+
+
+def test_children_of_a_crashed_pod_do_not_outlive_it(toolbox):
+    from pypods import PodCrashedError
+
+    child = toolbox.spawn_sleeper(60)
+    with pytest.raises(PodCrashedError):
+        toolbox.exit_process(1)
+    assert wait_until(lambda: not pid_alive(child), timeout=5)
