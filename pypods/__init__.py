@@ -12,35 +12,10 @@ from the client through proxies that look and check arguments like the real thin
     pl.unload_pod()
 """
 
-from .errors import (
-    NoSuchFunctionError,
-    PodConfigError,
-    PodCrashedError,
-    PodError,
-    PodInstallError,
-    PodNotLoadedError,
-    PodProtocolError,
-    PodStartError,
-    PodTimeoutError,
-    PythonNotFoundError,
-    RemoteError,
-)
+from . import errors
+from .errors import *  # noqa: F403 - the whole error hierarchy is public
 from .loader import PodLoader
 
 __version__ = "0.3.0"
 
-__all__ = [
-    "NoSuchFunctionError",
-    "PodConfigError",
-    "PodCrashedError",
-    "PodError",
-    "PodInstallError",
-    "PodLoader",
-    "PodNotLoadedError",
-    "PodProtocolError",
-    "PodStartError",
-    "PodTimeoutError",
-    "PythonNotFoundError",
-    "RemoteError",
-    "__version__",
-]
+__all__ = ["PodLoader", "__version__", *errors.__all__]

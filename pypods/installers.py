@@ -63,6 +63,13 @@ class Installer(ABC):
         """Create an empty venv at ``venv`` (which does not exist) from ``interpreter``."""
 
     @abstractmethod
+    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+        """The install command for ``venv``, up to the requirements themselves."""
+
+    def env(self) -> dict[str, str]:
+        """The environment installer commands run in."""
+        return installer_env()
+
     def install(
         self,
         venv: Path,
@@ -76,6 +83,11 @@ class Installer(ABC):
         Raises:
             InstallFailed: the installer failed; the venv must not be used.
         """
+        command = self.install_command(venv, options)
+        for path in requirement_files:
+            command += ["-r", str(path)]
+        command += list(requirements)
+        run(command, self.env(), on_line, cwd=venv.parent)
 
 
 class PipInstaller(Installer):
@@ -103,29 +115,10 @@ class PipInstaller(Installer):
             raise InstallFailed(f"virtualenv could not create the venv: {exc}", str(exc)) from exc
         run([str(venv_python(venv)), "-m", "ensurepip", "--default-pip"], installer_env(), on_line)
 
-    def install(
-        self,
-        venv: Path,
-        requirement_files: Sequence[Path],
-        requirements: Sequence[str],
-        options: InstallOptions,
-        on_line: OnLine,
-    ) -> None:
-        command = [
-            str(venv_python(venv)),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-        ]
-        command += _option_flags(options)
-        for path in requirement_files:
-            command += ["-r", str(path)]
-        command += list(requirements)
-        run(command, installer_env(), on_line, cwd=venv.parent)
+    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+        command = [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check"]
+        command += ["--no-input", "--progress-bar", "off"]
+        return command + _option_flags(options)
 
 
 class UvInstaller(Installer):
@@ -139,39 +132,20 @@ class UvInstaller(Installer):
     def create_venv(self, venv: Path, interpreter: Interpreter, on_line: OnLine) -> None:
         run(
             [self.uv, "venv", str(venv), "--python", interpreter.path, "--no-project"],
-            self._env(),
+            self.env(),
             on_line,
         )
 
-    def install(
-        self,
-        venv: Path,
-        requirement_files: Sequence[Path],
-        requirements: Sequence[str],
-        options: InstallOptions,
-        on_line: OnLine,
-    ) -> None:
+    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
         # Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, a pod
         # would otherwise recompile every module each time it starts.
-        command = [
-            self.uv,
-            "pip",
-            "install",
-            "--python",
-            str(venv_python(venv)),
-            "--compile-bytecode",
-        ]
-        command += _uv_flags_from_pip_config(options)
-        for path in requirement_files:
-            command += ["-r", str(path)]
-        command += list(requirements)
-        run(command, self._env(), on_line, cwd=venv.parent)
+        command = [self.uv, "pip", "install", "--python", str(venv_python(venv))]
+        command.append("--compile-bytecode")
+        return command + _uv_flags_from_pip_config(options)
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = installer_env()
-        env.setdefault(
-            "UV_PYTHON_DOWNLOADS", "never"
-        )  # never fetch a Python behind the user's back
+        env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # never fetch a Python unasked
         env.pop("VIRTUAL_ENV", None)
         cert = pip_settings().get("cert")
         if cert and "SSL_CERT_FILE" not in env:
