@@ -296,3 +296,28 @@ def test_relative_paths_in_requirements_are_relative_to_the_pod_folder(
     monkeypatch.chdir(tmp_path)  # anywhere but the pod folder
     with PodLoader("vendoring", pods_dir=pods_dir) as pod:
         assert pod.version("vendored_pkg") == "0.0.7"
+
+
+def test_build_progress_names_pod_packages_and_time_and_is_logged(pods_dir, capfd, caplog):
+    import logging
+    import re
+
+    folder = write_pod(pods_dir, "progress", VERSION_POD, requirements="six==1.16.0\n")
+    PodLoader("progress", pods_dir=pods_dir).load_pod().unload_pod()
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("pypods: pod 'progress':")]
+    assert lines and len(lines) == len(err.splitlines())
+    assert any("installing six==1.16.0" in line for line in lines)
+    assert all(re.search(r"\[\d+\.\ds\]$", line) for line in lines)
+
+    # A program that routes the pypods logger gets the lines there, and not twice.
+    (folder / "requirements.txt").write_text("six==1.15.0\n")
+    with caplog.at_level(logging.DEBUG, logger="pypods"):
+        PodLoader("progress", pods_dir=pods_dir).load_pod().unload_pod()
+    assert capfd.readouterr().err == ""
+    messages = [r.getMessage() for r in caplog.records if r.name == "pypods"]
+    assert any("requirements.txt changed" in m for m in messages)
+    assert any("installing six==1.15.0" in m for m in messages)
+    assert any(
+        r.levelno == logging.DEBUG and "installer:" in r.getMessage() for r in caplog.records
+    )
