@@ -6,6 +6,7 @@ and injects a proxy for every function the pod serves into the caller's namespac
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -255,12 +256,8 @@ class PodLoader:
         return proxies
 
     def _bind(self, function: str) -> Callable[[tuple, dict], Any]:
-        invoke = self._invoke
-
-        def forward(args: tuple, kwargs: dict) -> Any:
-            return invoke(function, args, kwargs)
-
-        return forward
+        # A partial, not a closure: one Python frame less on every call.
+        return functools.partial(self._invoke, function)
 
     # -- namespace injection -----------------------------------------------------------
 

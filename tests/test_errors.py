@@ -282,3 +282,15 @@ def test_no_zombie_or_orphan_after_crash(toolbox):
     with pytest.raises(PodCrashedError):
         toolbox.exit_process(0)
     assert not pid_alive(pid)
+
+
+def test_a_runtime_speaking_another_protocol_is_refused(pods_dir):
+    write_pod(pods_dir, "stale", "def f():\n    return 1\n")
+    PodLoader("stale", pods_dir=pods_dir).load_pod().unload_pod()
+    site = next((pods_dir / "stale" / "venv" / "lib").glob("python*/site-packages"))
+    protocol = site / "_pypods_runtime" / "protocol.py"
+    protocol.write_text(
+        protocol.read_text().replace("PROTOCOL_VERSION = 1", "PROTOCOL_VERSION = 99")
+    )
+    with pytest.raises(PodStartError, match="protocol mismatch"):
+        PodLoader("stale", pods_dir=pods_dir).load_pod()

@@ -408,3 +408,68 @@ def test_legacy_main_block_is_never_run(pods_dir):
 def test_repr_is_informative(toolbox):
     text = repr(toolbox)
     assert "toolbox" in text and f"pid {toolbox.pid}" in text
+
+
+def test_the_example_client_runs(tmp_path):
+    import subprocess
+    import sys
+
+    for part in ("example", "pods"):
+        shutil.copytree(REPO / part, tmp_path / part,
+                        ignore=shutil.ignore_patterns("venv", "__pycache__", ".venv.lock"))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "example" / "client.py")],
+        capture_output=True, text=True, cwd=tmp_path / "example", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "foo(1, 2) = 3" in result.stdout
+    assert "foo_in_module_test() = foo_in_module_test" in result.stdout
+    assert "after unload, 'foo' in globals(): False" in result.stdout
+
+
+def test_the_client_never_imports_pod_py(pods_dir):
+    import sys
+
+    marker = pods_dir / "imports.log"
+    write_pod(
+        pods_dir,
+        "sideeffect",
+        f"""
+        import os
+        with open({str(marker)!r}, "a") as log:
+            log.write(f"imported in {{os.getpid()}}\\n")
+
+        def where():
+            return os.getpid()
+        """,
+    )
+    with PodLoader("sideeffect", pods_dir=pods_dir) as pod:
+        lines = marker.read_text().splitlines()
+        assert lines == [f"imported in {pod.where()}"]
+        assert pod.where() != os.getpid()
+    assert "pod" not in sys.modules
+
+
+def test_unload_is_a_clean_shutdown_that_runs_atexit_handlers(pods_dir):
+    marker = pods_dir / "atexit.log"
+    write_pod(
+        pods_dir,
+        "tidy",
+        f"""
+        import atexit
+
+        def _goodbye():
+            with open({str(marker)!r}, "w") as log:
+                log.write("clean exit")
+
+        atexit.register(_goodbye)
+
+        def hello():
+            return "hello"
+        """,
+    )
+    loader = PodLoader("tidy", pods_dir=pods_dir).load_pod()
+    assert loader.hello() == "hello"
+    assert not marker.exists()
+    loader.unload_pod()
+    assert marker.read_text() == "clean exit"

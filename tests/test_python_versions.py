@@ -127,3 +127,12 @@ def test_a_path_that_is_not_python_is_a_clear_error(pods_dir, tmp_path):
     for request in (str(fake), str(tmp_path / "missing" / "python"), "no-such-python-command"):
         with pytest.raises(PythonNotFoundError):
             PodLoader("fake", pods_dir=pods_dir, python=request).load_pod()
+
+
+def test_the_newest_patch_release_is_chosen():
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    installed = [p.name for p in root.glob("3.9.*") if p.name.replace(".", "").isdigit()]
+    if not installed:
+        pytest.skip(f"no pyenv Python 3.9 under {root}")
+    newest = max(installed, key=lambda v: tuple(int(x) for x in v.split(".")))
+    assert find_interpreter("3.9").version_text == newest
