@@ -93,8 +93,8 @@ def test_hello_world_flow_creates_the_pod_and_serves_it(tmp_path, monkeypatch):
 
 def test_the_example_pod_in_the_repository_works(tmp_path):
     pods = tmp_path / "pods"
-    shutil.copytree(REPO / "pods" / "hello_world_pod", pods / "hello_world_pod",
-                    ignore=shutil.ignore_patterns("venv", "__pycache__", ".venv.lock"))  # fmt: skip
+    skip = shutil.ignore_patterns("venv", "__pycache__", ".venv.lock")
+    shutil.copytree(REPO / "pods" / "hello_world_pod", pods / "hello_world_pod", ignore=skip)
     namespace: dict = {}
     with PodLoader("hello_world_pod", namespace, pods_dir=pods):
         assert namespace["foo"](1, 2) == 3
@@ -414,9 +414,9 @@ def test_the_example_client_runs(tmp_path):
     import subprocess
     import sys
 
+    skip = shutil.ignore_patterns("venv", "__pycache__", ".venv.lock")
     for part in ("example", "pods"):
-        shutil.copytree(REPO / part, tmp_path / part,
-                        ignore=shutil.ignore_patterns("venv", "__pycache__", ".venv.lock"))  # fmt: skip
+        shutil.copytree(REPO / part, tmp_path / part, ignore=skip)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "example" / "client.py")],
         capture_output=True, text=True, cwd=tmp_path / "example", timeout=300,
