@@ -60,6 +60,10 @@ SHUTDOWN_TIMEOUT = 5.0
 #: How long a pod that is being stopped gets between SIGTERM and SIGKILL.
 STOP_GRACE = 1.0
 
+#: How long to wait for a SIGKILLed pod to be reaped before giving up on it (a process
+#: stuck in the kernel cannot be waited for forever; the watcher reaps it later).
+KILL_WAIT = 10.0
+
 #: How long to wait for the last of a dead pod's stderr (for the crash report).
 STDERR_GRACE = 0.5
 
@@ -67,6 +71,12 @@ STDERR_GRACE = 0.5
 PIPE_SIZE = 1 << 20
 
 _F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ exists only from Python 3.10
+_MAX_POLL_MS = 2**31 - 1  # poll() takes a C int of milliseconds
+
+
+class NotSent(Exception):
+    """Internal: the request was not sent, because the process had already ended."""
+
 
 _live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
 
@@ -232,19 +242,28 @@ class PodProcess:
             value = reply.get("value")
             if type(value) in _PLAIN_VALUES:
                 return value
-            return self._decode_value(reply)
+            return self._decode_value(reply, function)
         raise self._error(_error_fields(reply), function)
 
     def _exchange(
         self, data: bytes, request_id: int, function: str | None, timeout: float | None
     ) -> dict[str, Any]:
-        """Send one request and return its reply, holding the call lock."""
+        """Send one request and return its reply, holding the call lock.
+
+        Raises:
+            NotSent: this process was already stopped and its end reported, so the
+                request was not sent; the owner may start a new process and retry.
+        """
         if timeout is None:
             deadline = None
             self._lock.acquire()
         else:
             deadline = time.monotonic() + timeout
-            if not self._lock.acquire(timeout=timeout):
+            acquired = self._lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+            if acquired and time.monotonic() >= deadline:
+                self._lock.release()  # no time left to run the call: do not start it
+                acquired = False
+            if not acquired:
                 raise PodTimeoutError(
                     f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
                     "while waiting for other calls to finish (the call was not started)",
@@ -253,11 +272,9 @@ class PodProcess:
                     timeout=timeout,
                 )
         try:
-            if self._exited or self._dead:
-                if self._dead:
-                    raise PodCrashedError(
-                        f"pod {self.pod!r} is not running", pod=self.pod, returncode=self.returncode
-                    )
+            if self._dead:
+                raise NotSent
+            if self._exited:
                 self._fail_crashed(function, during=False)
             try:
                 written = os.write(self._wfd, data)
@@ -269,7 +286,7 @@ class PodProcess:
             if self._pump.has_output():  # what the call printed is out before it returns
                 self._pump.drain()
             return reply
-        except PodError:
+        except (PodError, NotSent):
             raise
         except BaseException:
             # Interrupted (KeyboardInterrupt) mid-conversation: a reply may still come
@@ -308,6 +325,9 @@ class PodProcess:
                     reader.wrote(count)
                     frame = reader.next_frame()
             reply = messages.unpack(frame)
+        except codec.NestingError as exc:
+            # A whole frame, consumed: the stream is in step, only this reply is lost.
+            raise ValueError(f"the reply to {function}() could not be received: {exc}") from None
         except (FrameError, messages.ProtocolError) as exc:
             if self._exited:  # the watcher's doorbell byte landed inside a cut-off frame
                 self._fail_crashed(function, during=True)
@@ -321,7 +341,7 @@ class PodProcess:
         poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         remaining = deadline - time.monotonic()
         while remaining > 0:
-            if poller.poll(math.ceil(remaining * 1000)):
+            if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
                 return
             remaining = deadline - time.monotonic()
         self._fail_timeout(function, timeout)
@@ -359,11 +379,16 @@ class PodProcess:
 
     # -- results and errors -------------------------------------------------------------
 
-    def _decode_value(self, reply: dict[str, Any]) -> Any:
+    def _decode_value(self, reply: dict[str, Any], function: str | None = None) -> Any:
         try:
             return codec.decode(reply.get("value"))
+        except codec.NestingError as exc:
+            raise ValueError(f"the result of {function}() could not be received: {exc}") from None
         except codec.DecodeError as exc:
-            self._fail_protocol(f"undecodable value: {exc}")
+            # The frame was whole, so the stream is in step: refuse this value only.
+            raise PodProtocolError(
+                f"pod {self.pod!r} sent a value this client cannot decode ({exc})"
+            ) from None
 
     def _error(self, error: dict[str, Any], function: str | None) -> PodError:
         kind = error[ERROR_KIND]
@@ -427,13 +452,16 @@ class PodProcess:
     def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop the pod: a clean shutdown if it is idle, else terminate it.
 
-        A call running in another thread fails with ``PodCrashedError``.
+        A call running in another thread fails with ``PodCrashedError``; this method
+        does not wait for it: a helper thread sees the pod gone and cleaned up.
         """
         if self._dead:
             return
         if not self._lock.acquire(blocking=False):
             self._stopping_reason = "unloaded during the call"
-            self._terminate()
+            threading.Thread(
+                target=self._stop_busy, name=f"pypods-stop-{self.pod}", daemon=True
+            ).start()
             return
         try:
             if not self._dead:
@@ -448,9 +476,18 @@ class PodProcess:
         finally:
             self._lock.release()
 
-    def _terminate(self) -> None:
+    def close_soon(self) -> None:
+        """``close()`` in a helper thread: for finalizers, which must not block."""
+        threading.Thread(target=self.close, name=f"pypods-close-{self.pod}", daemon=True).start()
+
+    def _stop_busy(self) -> None:
+        """Stop a pod whose call lock another thread holds, and clean up after it."""
         if not self._exited:
             _signal_group(self.pid, signal.SIGTERM)
+        if not self._reaped.wait(STOP_GRACE) and not self._exited:
+            _signal_group(self.pid, signal.SIGKILL)
+        with self._lock:  # the caller lets go once it sees the pod gone (or its reply)
+            self._stop("unloaded")
 
     def _stop(self, reason: str, *, grace: float = 0.0) -> int | None:
         """Make sure the process is gone, reap it, release everything. Idempotent.
@@ -468,18 +505,24 @@ class PodProcess:
         _live_processes.discard(self)
         proc = self._proc
         _close_quietly(self._wfd)  # EOF on its stdin also tells a healthy pod to exit
-        if proc is not None:
-            if not self._reaped.wait(grace):
+        try:
+            if proc is not None and not self._reaped.wait(grace):
                 _signal_group(proc.pid, signal.SIGTERM)
                 if not self._reaped.wait(STOP_GRACE):
                     _signal_group(proc.pid, signal.SIGKILL)
-                    self._reaped.wait()
-            self.returncode = proc.returncode
-        _close_quietly(self._rfd)  # first: a watcher blocked writing to a full pipe lets go
-        with self._wake_lock:
-            _close_quietly(self._wake_w)
-            self._wake_w = -1
-        self._pump.finish(STDERR_GRACE)
+                    self._reaped.wait(KILL_WAIT)
+        finally:
+            # Even when interrupted (a second Ctrl-C): the pod must not survive, and
+            # nothing of it may stay open. Signalling before the watcher has reaped the
+            # pod is safe: its group id stays reserved until then.
+            if proc is not None and not self._reaped.is_set():
+                _signal_group(proc.pid, signal.SIGKILL)
+            self.returncode = proc.returncode if proc is not None else None
+            _close_quietly(self._rfd)  # first: a watcher blocked on a full pipe lets go
+            with self._wake_lock:
+                _close_quietly(self._wake_w)
+                self._wake_w = -1
+            self._pump.finish(STDERR_GRACE)
         return self.returncode
 
     def _abandon_after_fork(self) -> None:

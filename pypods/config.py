@@ -78,12 +78,16 @@ def read_config(path: Path) -> PodConfig:
             data = tomllib.load(f)
     except FileNotFoundError:
         return PodConfig()
-    except tomllib.TOMLDecodeError as exc:
-        raise PodConfigError(f"{path} is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PodConfigError(f"{path} is not valid TOML (UTF-8): {exc}") from None
+    except OSError as exc:
+        raise PodConfigError(f"{path} cannot be read: {exc}") from None
     _check_keys(path, data, _TOP_KEYS, "")
     python = data.get("python")
     if python is not None and not isinstance(python, str):
         raise PodConfigError(f"{path}: 'python' must be a string such as \"3.9\" or a path")
+    if python is not None and ("/" in python or os.sep in python):
+        python = _resolve_link(path.parent, python)  # a relative path means the pod folder
     install = data.get("install", {})
     if not isinstance(install, dict):
         raise PodConfigError(f"{path}: [install] must be a table")

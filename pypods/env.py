@@ -103,6 +103,21 @@ class PodEnvironment:
         """The venv's interpreter, which runs the pod."""
         return venv_python(self.folder.venv)
 
+    def is_ready(self) -> bool:
+        """True when the venv matches what it should be built from (no build needed).
+
+        Raises:
+            PythonNotFoundError, PodConfigError: as ``ensure_ready``.
+        """
+        return self._is_ready(self.fingerprint(self._interpreter()))
+
+    def _interpreter(self) -> Interpreter:
+        try:
+            return find_interpreter(self.python_request)
+        except PythonNotFoundError as exc:
+            pod = self.folder.name
+            raise PythonNotFoundError(f"pod {pod!r}: {exc}", pod=pod) from None
+
     def ensure_ready(self) -> None:
         """Build or rebuild the venv unless its stamp matches; quiet when nothing to do.
 
@@ -112,10 +127,7 @@ class PodEnvironment:
             PodConfigError: pod.toml or the Python request is invalid.
         """
         pod = self.folder.name
-        try:
-            interpreter = find_interpreter(self.python_request)
-        except PythonNotFoundError as exc:
-            raise PythonNotFoundError(f"pod {pod!r}: {exc}", pod=pod) from None
+        interpreter = self._interpreter()
         wanted = self.fingerprint(interpreter)
         if self._is_ready(wanted):
             return
@@ -343,9 +355,10 @@ def _rebuild_reason(old: dict[str, Any] | None, wanted: dict[str, Any], venv_exi
 
 def _describe_requirements(path: Path) -> str:
     try:
-        lines = [ln.strip() for ln in _logical_lines(path.read_text(encoding="utf-8"))]
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        lines = []
+        text = ""
+    lines = [ln.strip() for ln in _logical_lines(text)]
     names = [ln for ln in lines if ln and not ln.startswith("-")]
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return f"{shown} (+ the PyPods runtime)" if names else "the PyPods runtime (no requirements)"
@@ -371,7 +384,7 @@ def _failure_message(pod: str, folder: PodFolder, installer: str, exc: InstallFa
 
 def _mentions_pymongo(requirements: Path) -> bool:
     try:
-        return "pymongo" in requirements.read_text(encoding="utf-8").lower()
+        return "pymongo" in requirements.read_text(encoding="utf-8", errors="replace").lower()
     except OSError:
         return False
 

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from .config import InstallOptions
 from .interpreters import Interpreter
+from .progress import logger
 
 #: Lines of installer output kept for error messages.
 OUTPUT_TAIL_LINES = 40
@@ -100,7 +101,7 @@ class PipInstaller(Installer):
 
         base = [str(venv), "--python", interpreter.path, "--no-periodic-update", "--quiet"]
         try:
-            virtualenv.cli_run([*base, "--no-setuptools", "--no-wheel"], setup_logging=False)
+            virtualenv.cli_run([*base, "--no-setuptools"], setup_logging=False)
             return
         except RuntimeError as exc:
             # virtualenv's bundled pip no longer supports the oldest Pythons pods may
@@ -308,17 +309,21 @@ def pip_settings() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=8)
 def _pip_settings(pip_variables: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=installer_env(),
-        )
-        listing = result.stdout if result.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        listing = ""
+    listing = None
+    for pip in _pip_commands():
+        try:
+            result = subprocess.run(
+                [*pip, "config", "list"], capture_output=True, text=True, timeout=60,
+                env=installer_env(),
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if result.returncode == 0:
+            listing = result.stdout
+            break
+    if listing is None:
+        logger.warning("could not ask pip for its configuration; uv will use its own defaults")
+        return ()
     rank = {"global": 0, "install": 1, ":env:": 2}
     ranked: dict[str, tuple[int, str]] = {}
     for line in listing.splitlines():
@@ -334,6 +339,24 @@ def _pip_settings(pip_variables: tuple[tuple[str, str], ...]) -> tuple[tuple[str
         if option not in ranked or rank[section] >= ranked[option][0]:
             ranked[option] = (rank[section], str(value))
     return tuple((option, value) for option, (_, value) in ranked.items())
+
+
+def _pip_commands() -> list[list[str]]:
+    """Ways to run pip here: the client's own, else the one virtualenv carries.
+
+    Environments made by uv, pipx or poetry often have no pip; virtualenv (a
+    dependency) always ships a pip wheel, which runs straight from the zip.
+    """
+    commands = [[sys.executable, "-m", "pip"]]
+    try:
+        from virtualenv.seed.wheels.embed import get_embed_wheel
+
+        wheel = get_embed_wheel("pip", f"{sys.version_info[0]}.{sys.version_info[1]}")
+        if wheel is not None:
+            commands.append([sys.executable, os.path.join(str(wheel.path), "pip")])
+    except Exception:  # an internal of virtualenv's: never fatal
+        pass
+    return commands
 
 
 def _split(value: str | None) -> list[str]:

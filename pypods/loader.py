@@ -7,6 +7,7 @@ and injects a proxy for every function the pod serves into the caller's namespac
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 import weakref
@@ -14,7 +15,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .client import PodProcess
+from .client import NotSent, PodProcess
 from .config import read_config
 from .env import RUNTIME_PACKAGE, PodEnvironment
 from .errors import NoSuchFunctionError, PodError, PodNotLoadedError, PodProtocolError
@@ -34,10 +35,14 @@ class _ProcessSlot:
 
 
 def _close_slot(slot: _ProcessSlot) -> None:
-    """Finalizer: a loader that is garbage-collected while loaded stops its pod."""
+    """Finalizer: a loader that is garbage-collected while loaded stops its pod.
+
+    Garbage collection runs in whatever thread triggers it, so this must not block:
+    the pod is closed in a helper thread.
+    """
     process, slot.process = slot.process, None
     if process is not None:
-        process.close()
+        process.close_soon()
 
 
 class PodLoader:
@@ -101,7 +106,9 @@ class PodLoader:
         self.env = env
         self._lock = threading.RLock()
         self._slot = _ProcessSlot()
-        weakref.finalize(self, _close_slot, self._slot)
+        # At exit, client.py shuts every pod down at once; this is for loaders dropped
+        # before that.
+        weakref.finalize(self, _close_slot, self._slot).atexit = False
         self._environment: PodEnvironment | None = None
         self._proxies: dict[str, Callable[..., Any]] = {}
         self._injected: dict[str, Callable[..., Any]] = {}
@@ -134,7 +141,9 @@ class PodLoader:
 
         Calling it again restarts the pod process (its state is lost) and injects what
         it serves now. If the new process cannot start, the running one, if any, is
-        kept, and so are the injected functions.
+        kept, and so are the injected functions; except when the venv has to be
+        rebuilt (requirements.txt changed...): the running pod runs from that venv,
+        so it is unloaded before the build.
 
         Returns:
             The loader itself.
@@ -154,6 +163,10 @@ class PodLoader:
                 python=self.python if self.python is not None else config.python,
                 options=config.install,
             )
+            if self._slot.process is not None and not environment.is_ready():
+                # The venv is about to be rebuilt; the running pod runs from it, so it
+                # cannot be kept: stop it first, whatever the build's outcome.
+                self.unload_pod()
             environment.ensure_ready()
             process = self._start(environment)
             try:
@@ -215,16 +228,23 @@ class PodLoader:
 
     def _invoke(self, function: str, args: tuple, kwargs: dict) -> Any:
         process = self._slot.process
-        if process is None:
-            self._require_loaded()
-        if process.finished:
-            process = self._restart(process)
-        return process.invoke(function, args, kwargs, self._timeout)
+        while True:
+            if process is None:
+                raise PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
+            if process.finished:
+                process = self._restart(process)
+                continue
+            try:
+                return process.invoke(function, args, kwargs, self._timeout)
+            except NotSent:
+                # Another caller saw this process end and reported it; this call was
+                # never sent, so it runs on a fresh process instead.
+                process = self._slot.process
 
-    def _restart(self, dead: PodProcess) -> PodProcess:
+    def _restart(self, finished: PodProcess) -> PodProcess | None:
+        """Start a new process in place of a finished one (once, whoever asks first)."""
         with self._lock:
-            self._require_loaded()
-            if self._slot.process is dead:
+            if self._slot.process is finished:
                 self._slot.process = self._start(self._environment)
             return self._slot.process
 
@@ -332,6 +352,6 @@ def _check_timeout(timeout: float | None) -> float | None:
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    if not timeout > 0:
+    if not timeout > 0:  # also refuses nan
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    return float(timeout)
+    return None if math.isinf(timeout) else float(timeout)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import collections
 import os
+import re
 import select
 import sys
 import threading
@@ -24,6 +25,11 @@ from typing import Deque
 
 #: How many lines of the pod's stderr are kept for crash reports.
 STDERR_TAIL_LINES = 20
+
+#: How much of one stderr line is kept for crash reports.
+MAX_LINE = 4096
+
+_LINE_BREAK = re.compile("\r\n|\r|\n")
 
 _READ_SIZE = 64 * 1024
 _MAX_ROUNDS = 64  # x _READ_SIZE: more than a full pipe (1 MiB at most by default)
@@ -98,7 +104,7 @@ class OutputPump:
         Call once the pod process has exited. Output from the pod's own children that
         still hold the pipes after ``timeout`` is dropped.
         """
-        if self._wake_w < 0:
+        if self._wake_w < 0 or threading.current_thread() is self._thread:
             return
         self._thread.join(timeout)
         with self._lock:
@@ -176,6 +182,8 @@ class OutputPump:
             pass
 
     def _remember(self, text: str) -> None:
-        lines = (self._partial_line + text).split("\n")
-        self._partial_line = lines.pop()
-        self._tail.extend(lines)
+        # "\r" ends a line too (progress bars redraw with it), and an unfinished line
+        # is kept bounded, so neither memory nor time grows with the output.
+        lines = _LINE_BREAK.split(self._partial_line + text)
+        self._partial_line = lines.pop()[-MAX_LINE:]
+        self._tail.extend(line[-MAX_LINE:] for line in lines if line)

@@ -115,3 +115,33 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
 def python_code(code: str) -> list[str]:
     """argv running ``code`` with this interpreter."""
     return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def make_wheel(folder: Path, name: str, version: str) -> Path:
+    """Write a minimal pure-Python wheel for ``name`` (importable as ``name``) into ``folder``.
+
+    A package that exists nowhere else (no index, no cache) proves where an installer
+    looked.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}"
+    files = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: pypods-tests\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel

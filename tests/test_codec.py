@@ -165,6 +165,17 @@ def test_reference_cycles_raise_a_clear_error():
         codec.encode(value)
 
 
+def test_nesting_up_to_the_limit_crosses_and_beyond_is_refused():
+    value: list = []  # one level
+    for _ in range(codec.MAX_DEPTH - 1):
+        value = [value]  # MAX_DEPTH levels in all
+    assert through_bson(value) == value
+    inner = value[0][0]  # 198 levels, inside a tuple and a dict: 200 in all
+    assert through_bson(({"k": inner},)) == ({"k": inner},)  # tagging adds no levels
+    with pytest.raises(ValueError, match="nested too deeply"):
+        codec.encode([value])
+
+
 def test_very_deep_nesting_raises_instead_of_crashing():
     value: list = []
     for _ in range(100_000):

@@ -14,7 +14,7 @@ import pytest
 
 from pypods import PodConfigError, PodInstallError, PodLoader
 
-from .conftest import write_pod
+from .conftest import make_wheel, write_pod
 
 VERSION_POD = """
 import importlib
@@ -226,6 +226,7 @@ def wheelhouse(tmp_path_factory) -> Path:
          "--dest", str(folder), "pymongo", "six==1.16.0"],
         check=True,
     )  # fmt: skip
+    make_wheel(folder, "pypods_wheelhouse_only", "1.0")  # in no index and no cache
     return folder
 
 
@@ -248,20 +249,22 @@ def test_offline_install_from_a_wheelhouse_via_pip_config(
 ):
     offline(monkeypatch, str(wheelhouse))
     config = f'[install]\ninstaller = "{installer}"\n'
-    write_pod(pods_dir, "offline", VERSION_POD, requirements="six==1.16.0\n", config=config)
+    requirements = "six==1.16.0\npypods_wheelhouse_only==1.0\n"
+    write_pod(pods_dir, "offline", VERSION_POD, requirements=requirements, config=config)
     with PodLoader("offline", pods_dir=pods_dir) as pod:
         assert pod.version("six") == "1.16.0"
+        assert pod.version("pypods_wheelhouse_only") == "1.0"
 
 
 def test_offline_install_from_a_wheelhouse_in_pod_toml(pods_dir, wheelhouse, monkeypatch):
     offline(monkeypatch, None)
     folder = write_pod(
-        pods_dir, "tomlwheels", VERSION_POD, requirements="six==1.16.0\n",
+        pods_dir, "tomlwheels", VERSION_POD, requirements="pypods_wheelhouse_only==1.0\n",
         config='[install]\nno-index = true\nfind-links = ["wheels"]\n',
     )  # fmt: skip
     (folder / "wheels").symlink_to(wheelhouse)
     with PodLoader("tomlwheels", pods_dir=pods_dir) as pod:
-        assert pod.version("six") == "1.16.0"
+        assert pod.version("pypods_wheelhouse_only") == "1.0"
 
 
 def test_offline_without_the_wheel_is_a_clear_install_error(pods_dir, wheelhouse, monkeypatch):
@@ -321,3 +324,87 @@ def test_build_progress_names_pod_packages_and_time_and_is_logged(pods_dir, capf
     assert any(
         r.levelno == logging.DEBUG and "installer:" in r.getMessage() for r in caplog.records
     )
+
+
+def test_uv_honours_pip_config_even_when_the_client_has_no_pip(pods_dir, wheelhouse, tmp_path):
+    from pypods.installers import find_uv
+
+    uv = find_uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    client = tmp_path / "client-venv"
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([uv, "venv", "-q", str(client), "--python", sys.executable], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(client / "bin" / "python"), "-e", str(repo),
+         "uv"],
+        check=True,
+    )  # fmt: skip
+    probe = subprocess.run(
+        [str(client / "bin" / "python"), "-c", "import pip"], capture_output=True
+    )
+    assert probe.returncode != 0  # no pip in this client
+    write_pod(pods_dir, "nopip", VERSION_POD, requirements="pypods_wheelhouse_only==1.0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, UV_NO_CONFIG="1", UV_OFFLINE="1", PIP_NO_INDEX="1",
+               PIP_FIND_LINKS=str(wheelhouse))  # fmt: skip
+    script = textwrap.dedent(
+        f"""
+        from pypods import PodLoader
+        with PodLoader("nopip", pods_dir={str(pods_dir)!r}) as pod:
+            print(pod.version("pypods_wheelhouse_only"))
+        """
+    )
+    result = subprocess.run(
+        [str(client / "bin" / "python"), "-c", script], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0"
+
+
+def test_a_failed_rebuild_unloads_the_running_pod_instead_of_breaking_it(pods_dir):
+    from pypods import PodNotLoadedError
+
+    folder = write_pod(pods_dir, "rebuilt", VERSION_POD)
+    namespace: dict = {}
+    loader = PodLoader("rebuilt", namespace, pods_dir=pods_dir).load_pod()
+    (folder / "requirements.txt").write_text("no-such-package-pypods-test-xyz==1.0\n")
+    with pytest.raises(PodInstallError):
+        loader.load_pod()
+    assert not loader.loaded and "version" not in namespace
+    with pytest.raises(PodNotLoadedError):
+        loader.call("version", "bson")
+    (folder / "requirements.txt").write_text("")
+    assert loader.load_pod().importable("bson")
+    loader.unload_pod()
+
+
+def test_unreadable_pod_toml_is_a_config_error(pods_dir):
+    folder = write_pod(pods_dir, "garbled", VERSION_POD)
+    (folder / "pod.toml").write_bytes(b"python = '3.\xff'\n")
+    with pytest.raises(PodConfigError, match="UTF-8"):
+        PodLoader("garbled", pods_dir=pods_dir).load_pod()
+    (folder / "pod.toml").unlink()
+    (folder / "pod.toml").mkdir()
+    with pytest.raises(PodConfigError, match="cannot be read"):
+        PodLoader("garbled", pods_dir=pods_dir).load_pod()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_non_utf8_requirements_are_a_clear_install_error(pods_dir, installer):
+    folder = write_pod(
+        pods_dir, "latin", VERSION_POD, config=f'[install]\ninstaller = "{installer}"\n'
+    )
+    (folder / "requirements.txt").write_bytes(b"# caf\xe9 requirements\nsix==1.16.0\n")
+    with pytest.raises(PodInstallError, match=r"(?i)utf-8") as info:
+        PodLoader("latin", pods_dir=pods_dir).load_pod()
+    assert "requirements.txt" in str(info.value)
+
+
+def test_a_relative_python_path_in_pod_toml_means_the_pod_folder(pods_dir, tmp_path, monkeypatch):
+    folder = write_pod(pods_dir, "localpython", VERSION_POD, config='python = "interp/python"\n')
+    (folder / "interp").mkdir()
+    (folder / "interp" / "python").symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.chdir(tmp_path)
+    with PodLoader("localpython", pods_dir=pods_dir) as pod:
+        assert pod.importable("bson")

@@ -294,3 +294,102 @@ def test_a_runtime_speaking_another_protocol_is_refused(pods_dir):
     )
     with pytest.raises(PodStartError, match="protocol mismatch"):
         PodLoader("stale", pods_dir=pods_dir).load_pod()
+
+
+def test_a_result_too_deep_for_the_client_is_refused_without_killing_the_pod(toolbox):
+    value: list = []
+    for _ in range(150):  # within the protocol's limit...
+        value = [value]
+    limit = sys.getrecursionlimit()
+
+    def deep_call(depth):
+        return toolbox.echo(value) if depth == 0 else deep_call(depth - 1)
+
+    pid = toolbox.get_pid()
+    assert toolbox.echo(value) == value
+    with pytest.raises(ValueError, match="nested too deeply"):
+        deep_call(limit - 120)  # ...but called with too little stack left to rebuild it
+    assert toolbox.get_pid() == pid  # the same pod, still in step
+    assert toolbox.add(1, 2) == 3
+
+
+def test_values_deeper_than_the_protocol_allows_are_refused_by_the_sender(toolbox):
+    value: list = []
+    for _ in range(5000):
+        value = [value]
+    pid = toolbox.get_pid()
+    with pytest.raises(ValueError, match="nested too deeply"):
+        toolbox.echo(value)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        toolbox.nest(300)
+    assert toolbox.get_pid() == pid
+
+
+def test_queued_calls_after_a_crash_run_on_a_fresh_pod(toolbox):
+    import threading
+
+    results, errors = [], []
+    crasher = threading.Thread(target=lambda: errors.append(_catch(toolbox.exit_process, 1)))
+    crasher.start()
+    time.sleep(0.05)
+    waiter = threading.Thread(target=lambda: results.append(toolbox.add(2, 2)))
+    waiter.start()
+    crasher.join(10)
+    waiter.join(10)
+    assert isinstance(errors[0], PodCrashedError)
+    assert results == [4]
+
+
+def _catch(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def test_stderr_tail_is_bounded_and_splits_carriage_returns(pods_dir):
+    write_pod(
+        pods_dir,
+        "progressbar",
+        """
+        import os, sys
+
+        def spin_then_die():
+            for i in range(2000):
+                sys.stderr.write(f"\\rprogress {i}" + "." * 500)
+            sys.stderr.write("\\r" + "x" * 100_000)
+            sys.stderr.flush()
+            os._exit(2)
+        """,
+    )
+    with PodLoader("progressbar", pods_dir=pods_dir) as pod, pytest.raises(PodCrashedError) as info:
+        pod.spin_then_die()
+    tail = info.value.stderr_tail
+    assert tail[-2].startswith("progress 1999")
+    assert all(len(line) <= 4096 for line in tail)
+    assert tail[-1] == "x" * 4096
+
+
+def test_an_odd_callable_is_served_without_a_signature(pods_dir):
+    write_pod(
+        pods_dir,
+        "odd",
+        """
+        class _Lazy:
+            def __call__(self, x):
+                return x * 2
+
+            @property
+            def __signature__(self):
+                raise RuntimeError("not yet")
+
+            @property
+            def __doc__(self):
+                raise RuntimeError("not yet either")
+
+        double = _Lazy()
+        """,
+    )
+    with PodLoader("odd", pods_dir=pods_dir) as pod:
+        assert pod.double(21) == 42

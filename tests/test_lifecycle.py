@@ -205,3 +205,56 @@ def test_children_of_a_crashed_pod_do_not_outlive_it(toolbox):
     with pytest.raises(PodCrashedError):
         toolbox.exit_process(1)
     assert wait_until(lambda: not pid_alive(child), timeout=5)
+
+
+def test_a_pod_with_a_forgotten_thread_still_shuts_down_cleanly_and_fast(pods_dir):
+    from .conftest import write_pod
+
+    marker = pods_dir / "atexit.log"
+    write_pod(
+        pods_dir,
+        "threaded",
+        f"""
+        import atexit, threading, time
+
+        threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon
+        atexit.register(lambda: open({str(marker)!r}, "w").write("ran"))
+
+        def ping():
+            return "pong"
+        """,
+    )
+    loader = PodLoader("threaded", pods_dir=pods_dir).load_pod()
+    pid = loader.pid
+    assert loader.ping() == "pong"
+    started = time.monotonic()
+    loader.unload_pod()
+    assert time.monotonic() - started < 2
+    assert marker.read_text() == "ran"
+    assert not pid_alive(pid)
+
+
+def test_sys_exit_with_a_forgotten_thread_is_reported_promptly(pods_dir):
+    from pypods import PodCrashedError
+
+    from .conftest import write_pod
+
+    write_pod(
+        pods_dir,
+        "exiting",
+        """
+        import sys, threading, time
+
+        threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon
+
+        def leave(code):
+            sys.exit(code)
+        """,
+    )
+    with PodLoader("exiting", pods_dir=pods_dir) as pod:
+        started = time.monotonic()
+        with pytest.raises(PodCrashedError, match="exit code 5"):
+            pod.leave(5)
+        assert time.monotonic() - started < 3
+        with pytest.raises(PodCrashedError, match=r"(?s)exit code 1.*goodbye"):
+            pod.leave("goodbye")

@@ -473,3 +473,13 @@ def test_unload_is_a_clean_shutdown_that_runs_atexit_handlers(pods_dir):
     assert not marker.exists()
     loader.unload_pod()
     assert marker.read_text() == "clean exit"
+
+
+def test_infinite_and_huge_timeouts_mean_no_practical_limit(_toolbox_built):
+    loader = PodLoader("toolbox", pods_dir=_toolbox_built, timeout=float("inf"))
+    assert loader.timeout is None
+    with pytest.raises(ValueError):
+        PodLoader("toolbox", pods_dir=_toolbox_built, timeout=float("nan"))
+    loader.timeout = 1e10
+    with loader:
+        assert loader.sleep(0.1) == 0.1

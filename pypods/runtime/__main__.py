@@ -34,7 +34,7 @@ def main() -> int:
     except ImportError as exc:
         sys.stderr.write(f"pypods pod runtime: cannot start: {exc}\n")
         return 3
-    return run(read_fd, write_fd, pod_dir=options["pod_dir"], pods_dir=options["pods_dir"])
+    run(read_fd, write_fd, pod_dir=options["pod_dir"], pods_dir=options["pods_dir"])
 
 
 if __name__ == "__main__":

@@ -63,6 +63,14 @@ class DecodeError(ValueError):
     """A received value is not something ``encode`` could have produced."""
 
 
+class NestingError(DecodeError):
+    """A received value is nested deeper than this interpreter can rebuild.
+
+    Not a broken peer: the sending side may have a deeper stack to spare. The value
+    is refused; the connection is fine.
+    """
+
+
 #: Human-readable list of what crosses, for error messages and docs.
 SUPPORTED_TYPES = (
     "None, bool, int, float, str, bytes, list, tuple, dict or datetime.datetime "
@@ -72,6 +80,22 @@ SUPPORTED_TYPES = (
 
 class _Unsupported(Exception):
     """Internal: raised deep in the encoder, turned into UnsupportedTypeError with a path."""
+
+
+class _TooDeep(Exception):
+    """Internal: the value nests deeper than MAX_DEPTH (or contains itself)."""
+
+
+#: An element encoder: ``enc(value, depth)``.
+Encoder = Callable[[Any, int], Any]
+
+#: How deeply containers may nest in a value that crosses. A fixed limit, checked by
+#: the sender, so that whatever is sent can always be rebuilt by the receiver (whose
+#: decoders recurse), whichever Python it runs; a value that contains itself hits it
+#: at once. MongoDB allows 100 levels of documents; PyPods writes some containers as
+#: two or three levels of BSON, so 200 Python levels stay well inside what pymongo
+#: decodes with Python's default recursion limit.
+MAX_DEPTH = 200
 
 
 def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
@@ -95,8 +119,8 @@ def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
     except _Unsupported:
         path, bad = _find_unsupported(value, root)
         raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except RecursionError:
-        raise ValueError(_recursion_message(value, root)) from None
+    except (_TooDeep, RecursionError):
+        raise ValueError(_too_deep_message(value, root)) from None
 
 
 def encode_items(values: tuple | list, root: str = "args", careful: bool = False) -> list:
@@ -106,12 +130,12 @@ def encode_items(values: tuple | list, root: str = "args", careful: bool = False
     """
     enc = _encode_careful if careful else _encode
     try:
-        return [enc(x) for x in values]
+        return [enc(x, 1) for x in values]
     except _Unsupported:
         path, bad = _find_unsupported(values, root)
         raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except RecursionError:
-        raise ValueError(_recursion_message(values, root)) from None
+    except (_TooDeep, RecursionError):
+        raise ValueError(_too_deep_message(values, root)) from None
 
 
 def is_plain_scalar(value: Any) -> bool:
@@ -148,42 +172,48 @@ def decode(value: Any) -> Any:
     except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
         raise DecodeError(f"malformed value: {exc}") from None
     except RecursionError:
-        raise DecodeError("value is nested too deeply to decode") from None
+        raise NestingError("the value is nested too deeply to rebuild here") from None
 
 
 # -- encoding ----------------------------------------------------------------------
 
 
-def _encode(v: Any) -> Any:
+def _encode(v: Any, depth: int = 0) -> Any:
     t = type(v)
     if t in _PLAIN:
         return v
     if t is int:
         return v if _INT64_MIN <= v <= _INT64_MAX else _encode_big_int(v)
+    if depth >= MAX_DEPTH:
+        raise _TooDeep
     if t is list:
-        return [_encode(x) for x in v]
+        depth += 1
+        return [_encode(x, depth) for x in v]
     if t is dict:
-        return _encode_dict(v, _encode)
+        return _encode_dict(v, _encode, depth + 1)
     encoder = _ENCODERS.get(t)
     if encoder is None:
         raise _Unsupported
-    return encoder(v, _encode)
+    return encoder(v, _encode, depth + 1)
 
 
-def _encode_careful(v: Any) -> Any:
+def _encode_careful(v: Any, depth: int = 0) -> Any:
     t = type(v)
     if t is str:
         return v if _utf8_safe(v) else {TAG: "str", "v": v.encode("utf-8", "surrogatepass")}
-    if t is list:
-        return [_encode_careful(x) for x in v]
-    if t is dict:
-        return _encode_dict(v, _encode_careful)
     if t in _PLAIN or t is int:
         return _encode(v)
+    if depth >= MAX_DEPTH:
+        raise _TooDeep
+    if t is list:
+        depth += 1
+        return [_encode_careful(x, depth) for x in v]
+    if t is dict:
+        return _encode_dict(v, _encode_careful, depth + 1)
     encoder = _ENCODERS.get(t)
     if encoder is None:
         raise _Unsupported
-    return encoder(v, _encode_careful)
+    return encoder(v, _encode_careful, depth + 1)
 
 
 def _utf8_safe(s: str) -> bool:
@@ -196,20 +226,20 @@ def _utf8_safe(s: str) -> bool:
     return True
 
 
-def _encode_dict(d: dict, enc: Callable[[Any], Any]) -> dict:
+def _encode_dict(d: dict, enc: Encoder, depth: int) -> dict:
     if TAG in d or "$ref" in d:
-        return _encode_dict_items(d, enc)
+        return _encode_dict_items(d, enc, depth)
     out = {}
     careful = enc is _encode_careful
     for k, v in d.items():
         if type(k) is not str or "\x00" in k or (careful and not _utf8_safe(k)):
-            return _encode_dict_items(d, enc)
-        out[k] = enc(v)
+            return _encode_dict_items(d, enc, depth)
+        out[k] = enc(v, depth)
     return out
 
 
-def _encode_dict_items(d: dict, enc: Callable[[Any], Any]) -> dict:
-    return {TAG: "dict", "v": [[enc(k), enc(v)] for k, v in d.items()]}
+def _encode_dict_items(d: dict, enc: Encoder, depth: int) -> dict:
+    return {TAG: "dict", "v": [[enc(k, depth), enc(v, depth)] for k, v in d.items()]}
 
 
 def _encode_big_int(v: int) -> dict:
@@ -218,11 +248,11 @@ def _encode_big_int(v: int) -> dict:
     return {TAG: "int", "v": v.to_bytes(length, "little", signed=True)}
 
 
-def _encode_tuple(v: tuple, enc: Callable[[Any], Any]) -> dict:
-    return {TAG: "tuple", "v": [enc(x) for x in v]}
+def _encode_tuple(v: tuple, enc: Encoder, depth: int) -> dict:
+    return {TAG: "tuple", "v": [enc(x, depth) for x in v]}
 
 
-def _encode_datetime(v: _dt.datetime, enc: Callable[[Any], Any]) -> dict:
+def _encode_datetime(v: _dt.datetime, enc: Encoder, depth: int) -> dict:
     doc = {
         TAG: "datetime",
         "v": [v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold],
@@ -241,9 +271,9 @@ def _encode_datetime(v: _dt.datetime, enc: Callable[[Any], Any]) -> dict:
     return doc
 
 
-#: Encoders for types that are written as tagged documents. Each takes the value and
-#: the element encoder to use for anything nested inside it.
-_ENCODERS: dict[type, Callable[[Any, Callable[[Any], Any]], Any]] = {
+#: Encoders for types that are written as tagged documents. Each takes the value, the
+#: element encoder to use for anything nested inside it, and the depth to pass it.
+_ENCODERS: dict[type, Callable[[Any, Encoder, int], Any]] = {
     tuple: _encode_tuple,
     _dt.datetime: _encode_datetime,
 }
@@ -323,7 +353,7 @@ def _find_unsupported(value: Any, path: str) -> tuple[str, Any]:
         return path, _OK
     if t is dict:
         for k, x in value.items():
-            found = _find_unsupported(k, f"{path}.keys()[{k!r}]")
+            found = _find_unsupported(k, f"{path} (the key {k!r})")
             if found[1] is not _OK:
                 return found
             found = _find_unsupported(x, f"{path}[{k!r}]")
@@ -342,13 +372,13 @@ def _find_unsupported(value: Any, path: str) -> tuple[str, Any]:
 _OK = object()
 
 
-def _recursion_message(value: Any, root: str) -> str:
+def _too_deep_message(value: Any, root: str) -> str:
     cycle = _find_cycle(value, root, set())
     if cycle:
         return (
             f"cannot send a value that contains itself (at {cycle}): reference cycles cannot cross"
         )
-    return f"cannot send {root}: it is nested too deeply"
+    return f"cannot send {root}: it is nested too deeply (containers may nest {MAX_DEPTH} levels)"
 
 
 def _find_cycle(value: Any, path: str, active: set) -> str | None:

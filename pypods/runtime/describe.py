@@ -60,15 +60,30 @@ def served_functions(module: types.ModuleType) -> dict[str, Callable[..., Any]]:
 
 
 def _is_function(obj: Any) -> bool:
-    return (
-        callable(obj)
-        and not isinstance(obj, (type, types.ModuleType))
-        and type(obj).__module__ not in _TYPING_MODULES
-    )
+    try:
+        return (
+            callable(obj)
+            and not isinstance(obj, (type, types.ModuleType))
+            and type(obj).__module__ not in _TYPING_MODULES
+        )
+    except Exception:  # an object that fails even these checks is not served
+        return False
 
 
 def describe_function(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    """Describe one served function for the client (see protocol.py, describe reply)."""
+    """Describe one served function for the client (see protocol.py, describe reply).
+
+    Never raises: a callable whose attributes or signature fail to read (a lazy
+    proxy, say) is described by its name alone, and still served.
+    """
+    try:
+        return _describe(name, fn)
+    except Exception:
+        return {"name": name, "func_name": name, "qualname": name, "module": None,
+                "doc": None, "signature": None}  # fmt: skip
+
+
+def _describe(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
     doc = getattr(fn, "__doc__", None)
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
@@ -87,7 +102,7 @@ def describe_signature(fn: Callable[..., Any]) -> dict[str, Any] | None:
     """Describe ``fn``'s signature, or return None when inspect cannot read one."""
     try:
         sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError/ValueError for builtins; anything from odd objects
         return None
     params = []
     for p in sig.parameters.values():

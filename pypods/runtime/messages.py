@@ -50,10 +50,18 @@ def unpack(frame: bytes | memoryview) -> dict[str, Any]:
 
     Raises:
         ProtocolError: the frame is not valid BSON or has no int ``id``.
+        NestingError: the frame is valid, but nests deeper than this interpreter can
+            decode from where it is called (a deep stack); the stream is still sound.
     """
     try:
         doc = bson.decode(frame)
+    except RecursionError:
+        raise codec.NestingError("the message is nested too deeply to decode here") from None
     except Exception as exc:  # bson raises InvalidBSON and others for bad input
+        if "recursion" in str(exc):  # pymongo's C decoder reports its depth limit so
+            raise codec.NestingError(
+                f"the message is nested too deeply to decode here: {exc}"
+            ) from None
         raise ProtocolError(f"invalid BSON in frame: {exc}") from None
     if type(doc.get("id")) is not int:
         raise ProtocolError(f"message without an integer id: keys {sorted(doc)}")

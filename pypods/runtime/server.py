@@ -6,6 +6,7 @@ module state lives across calls exactly as in an ordinary program.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import platform
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from . import codec, messages
 from .describe import ServedNamesError, describe_function, served_functions
@@ -148,6 +149,12 @@ class PodServer:
                 kwargs = codec.decode(kwargs)
             if type(args) not in _ARGS_TYPES or (kwargs is not None and type(kwargs) is not dict):
                 raise codec.DecodeError("args must be a list and kwargs a dict")
+        except codec.NestingError as exc:
+            error = messages.plain_error(
+                KIND_RAISED, "ValueError", f"the arguments of {name}() could not be received: {exc}"
+            )
+            self._reply(messages.error_reply(request_id, error))
+            return
         except codec.DecodeError as exc:
             error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", str(exc))
             self._reply(messages.error_reply(request_id, error))
@@ -269,17 +276,51 @@ def setup_import_path(pod_dir: str, pods_dir: str) -> None:
         sys.path.append(parent)
 
 
-def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> int:
-    """Run a pod whose protocol is already on private descriptors; return exit status."""
+def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> NoReturn:
+    """Run a pod whose protocol is already on private descriptors, then end the process."""
     from .stdio import output_flusher
 
     watch_parent()
     setup_import_path(pod_dir, pods_dir)
+    flush = output_flusher()
     server = PodServer(
-        read_fd,
-        write_fd,
-        pod_file=os.path.join(pod_dir, "pod.py"),
-        flush_output=output_flusher(),
+        read_fd, write_fd, pod_file=os.path.join(pod_dir, "pod.py"), flush_output=flush
     )
     server.load()
-    return server.serve()
+    try:
+        status = server.serve()
+    except SystemExit as exc:  # pod code called sys.exit()
+        status = _exit_status(exc.code)
+    exit_now(status, flush)
+
+
+def exit_now(status: int, flush: Callable[[], None]) -> NoReturn:
+    """End the pod: run atexit handlers, flush, exit, without waiting for pod threads.
+
+    A normal interpreter exit first waits for every non-daemon thread, before it even
+    runs atexit handlers: one forgotten thread in pod code would keep the pod alive
+    until the client kills it, and its atexit handlers would never run.
+    """
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_functions is not None:
+        run_exit_functions()
+    flush()
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives, printing a message as Python does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    _report_raw(str(code))
+    return 1
+
+
+def _report_raw(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass

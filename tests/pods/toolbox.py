@@ -90,6 +90,13 @@ def raise_file_not_found():
         pass
 
 
+def nest(levels):
+    value = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def return_unsendable():
     return {"fine": 1, "bad": [1, {2, 3}]}
 
