@@ -258,3 +258,49 @@ def test_sys_exit_with_a_forgotten_thread_is_reported_promptly(pods_dir):
         assert time.monotonic() - started < 3
         with pytest.raises(PodCrashedError, match=r"(?s)exit code 1.*goodbye"):
             pod.leave("goodbye")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to count descriptors")
+def test_unloading_a_busy_pod_that_ignores_sigterm_leaks_nothing(pods_dir):
+    import threading
+
+    from .conftest import write_pod
+
+    write_pod(
+        pods_dir,
+        "stubborn",
+        """
+        import signal, time
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def busy(seconds):
+            time.sleep(seconds)
+            return seconds
+        """,
+    )
+    PodLoader("stubborn", pods_dir=pods_dir).load_pod().unload_pod()  # build once
+    time.sleep(0.2)
+    before = open_fds()
+    for _ in range(3):
+        loader = PodLoader("stubborn", pods_dir=pods_dir).load_pod()
+        pid = loader.pid
+        caller = threading.Thread(target=lambda: _swallow(loader.busy, 30))
+        caller.start()
+        time.sleep(0.3)
+        loader.unload_pod()
+        caller.join(10)
+        assert not caller.is_alive()
+        assert wait_until(lambda: not pid_alive(pid), timeout=5)
+    assert wait_until(lambda: open_fds() <= before, timeout=5), (open_fds(), before)
+
+
+def _swallow(function, *args):
+    try:
+        function(*args)
+    except Exception:
+        pass
