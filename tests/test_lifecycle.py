@@ -103,6 +103,10 @@ def _child_uses_pod(pods_dir, queue):
     pod.unload_pod()
 
 
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)  # Python 3.12+: the client has pod threads
 def test_a_forked_child_never_uses_the_parents_pod(toolbox, _toolbox_built):
     parent_pod = toolbox.get_pid()
     read_fd, write_fd = os.pipe()
@@ -128,6 +132,7 @@ def test_a_forked_child_never_uses_the_parents_pod(toolbox, _toolbox_built):
     assert toolbox.add(1, 1) == 2 and toolbox.get_pid() == parent_pod
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux's default")
 def test_multiprocessing_fork_children_work_and_the_parent_stays_sound(toolbox, _toolbox_built):
     context = multiprocessing.get_context("fork")
@@ -289,13 +294,13 @@ def test_unloading_a_busy_pod_that_ignores_sigterm_leaks_nothing(pods_dir):
     for _ in range(3):
         loader = PodLoader("stubborn", pods_dir=pods_dir).load_pod()
         pid = loader.pid
-        caller = threading.Thread(target=lambda: _swallow(loader.busy, 30))
+        caller = threading.Thread(target=_swallow, args=(loader.busy, 30))
         caller.start()
         time.sleep(0.3)
         loader.unload_pod()
         caller.join(10)
         assert not caller.is_alive()
-        assert wait_until(lambda: not pid_alive(pid), timeout=5)
+        assert wait_until(lambda pid=pid: not pid_alive(pid), timeout=5)
     assert wait_until(lambda: open_fds() <= before, timeout=5), (open_fds(), before)
 
 
