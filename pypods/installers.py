@@ -218,6 +218,7 @@ def run(
         )
     except OSError as exc:
         raise InstallFailed(f"could not run {command[0]}: {exc}", str(exc)) from exc
+    assert proc.stdout is not None  # stdout=PIPE
     try:
         for line in proc.stdout:
             line = line.rstrip()

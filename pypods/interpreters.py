@@ -77,7 +77,7 @@ def _current() -> Interpreter:
     return Interpreter(
         path=sys.executable,
         implementation=_implementation_name(sys.implementation.name),
-        version=tuple(sys.version_info[:3]),
+        version=(sys.version_info[0], sys.version_info[1], sys.version_info[2]),
     )
 
 
@@ -152,10 +152,10 @@ def _candidates(wanted: tuple[int, ...]) -> Iterator[tuple[Version, str]]:
     names = [f"python{wanted[0]}.{wanted[1]}"] if len(wanted) > 1 else [f"python{wanted[0]}"]
     for directory in _path_dirs():
         for name in names:
-            exe = directory / name
-            if os.access(exe, os.X_OK) and exe.is_file():
+            candidate = directory / name
+            if os.access(candidate, os.X_OK) and candidate.is_file():
                 # Version unknown until run: rank it just below any known exact match.
-                yield Version(".".join(map(str, wanted))), str(exe)
+                yield Version(".".join(map(str, wanted))), str(candidate)
 
 
 def _search_roots() -> list[Path]:

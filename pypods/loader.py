@@ -245,6 +245,7 @@ class PodLoader:
         """Start a new process in place of a finished one (once, whoever asks first)."""
         with self._lock:
             if self._slot.process is finished:
+                assert self._environment is not None  # set by load_pod() with the process
                 self._slot.process = self._start(self._environment)
             return self._slot.process
 

@@ -98,7 +98,7 @@ def make_proxy(description: Mapping[str, Any], invoke: Invoke) -> Callable[..., 
     proxy.__module__ = _str_or(description.get("module"), "pod")
     proxy.__doc__ = description.get("doc") if isinstance(description.get("doc"), str) else None
     if signature is not None:
-        proxy.__signature__ = signature
+        proxy.__signature__ = signature  # type: ignore[attr-defined]
     return proxy
 
 

@@ -19,7 +19,7 @@ decoder for its kind in ``_DECODERS``; nothing else changes.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bson.int64 import Int64
 
@@ -123,7 +123,7 @@ def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
         raise ValueError(_too_deep_message(value, root)) from None
 
 
-def encode_items(values: tuple | list, root: str = "args", careful: bool = False) -> list:
+def encode_items(values: Sequence[Any], root: str = "args", careful: bool = False) -> list:
     """``encode`` for a sequence of values (positional arguments), as a BSON array.
 
     Same as ``encode(list(values))`` without the copy: this is on every call's path.
@@ -149,7 +149,7 @@ def is_plain_scalar(value: Any) -> bool:
     return t in _PLAIN or (t is int and _INT32_MIN <= value <= _INT32_MAX)
 
 
-def all_plain_scalars(values: tuple | list) -> bool:
+def all_plain_scalars(values: Sequence[Any]) -> bool:
     """True when every item of ``values`` is a plain scalar (see ``is_plain_scalar``)."""
     for value in values:
         t = type(value)
@@ -321,13 +321,13 @@ def _decode_datetime(doc: dict) -> _dt.datetime:
     parts = _payload(doc, list)
     if len(parts) != 8:
         raise DecodeError("datetime payload must have 8 fields")
-    *fields, fold = (int(p) for p in parts)
+    year, month, day, hour, minute, second, microsecond, fold = (int(p) for p in parts)
     tz = None
     if "tz" in doc:
         offset_us, name = doc["tz"]
         offset = _dt.timedelta(microseconds=int(offset_us))
         tz = _dt.timezone(offset) if name is None else _dt.timezone(offset, name)
-    return _dt.datetime(*fields, tzinfo=tz, fold=fold)
+    return _dt.datetime(year, month, day, hour, minute, second, microsecond, tzinfo=tz, fold=fold)
 
 
 _DECODERS: dict[str, Callable[[dict], Any]] = {

@@ -79,10 +79,12 @@ class FrameReader:
 
     def feed(self, data: bytes) -> None:
         """Add bytes read from the stream."""
-        if self._big is not None:
-            room = len(self._big) - self._big_filled
-            self._big_view[self._big_filled : self._big_filled + min(room, len(data))] = data[:room]
-            self._big_filled += min(room, len(data))
+        big_view = self._big_view
+        if big_view is not None:
+            room = len(big_view) - self._big_filled
+            taken = min(room, len(data))
+            big_view[self._big_filled : self._big_filled + taken] = data[:taken]
+            self._big_filled += taken
             if len(data) > room:
                 self._buf += data[room:]
         elif self._whole is None and not self._buf:
@@ -93,9 +95,8 @@ class FrameReader:
 
     def writable(self) -> memoryview | None:
         """The unfilled part of a large frame's buffer, or None when none is in progress."""
-        if self._big is None:
-            return None
-        return self._big_view[self._big_filled :]
+        big_view = self._big_view
+        return None if big_view is None else big_view[self._big_filled :]
 
     def wrote(self, count: int) -> None:
         """Record that ``count`` bytes were read into ``writable()``."""
@@ -130,9 +131,9 @@ class FrameReader:
             return None
         size = self._check_size(_LENGTH.unpack_from(buf)[0])
         if len(buf) >= size:
-            frame = bytes(buf[:size])
+            complete = bytes(buf[:size])
             del buf[:size]
-            return self._check_end(frame)
+            return self._check_end(complete)
         if size > READ_SIZE:
             self._big = bytearray(size)
             self._big_view = memoryview(self._big)

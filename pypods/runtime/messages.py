@@ -7,7 +7,7 @@ client and the pod server own the file descriptors.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import bson
 
@@ -45,7 +45,7 @@ def pack(doc: dict[str, Any]) -> bytes:
     return bson.encode(doc)
 
 
-def unpack(frame: bytes | memoryview) -> dict[str, Any]:
+def unpack(frame: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Decode one frame into a message document.
 
     Raises:
@@ -68,7 +68,9 @@ def unpack(frame: bytes | memoryview) -> dict[str, Any]:
     return doc
 
 
-def invoke_request(request_id: int, function: str, args: tuple, kwargs: dict) -> bytes:
+def invoke_request(
+    request_id: int, function: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> bytes:
     """Build an ``invoke`` request.
 
     Raises:
