@@ -15,6 +15,7 @@ a reply is only accepted for the id it answers.
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
 import math
 import os
@@ -60,6 +61,9 @@ SHUTDOWN_TIMEOUT = 5.0
 #: How long a pod that is being stopped gets between SIGTERM and SIGKILL.
 STOP_GRACE = 1.0
 
+#: At interpreter exit, how long all pods together get to end before they are killed.
+EXIT_GRACE = 2.0
+
 #: How long to wait for a SIGKILLed pod to be reaped before giving up on it (a process
 #: stuck in the kernel cannot be waited for forever; the watcher reaps it later).
 KILL_WAIT = 10.0
@@ -78,7 +82,38 @@ class NotSent(Exception):
     """Internal: the request was not sent, because the process had already ended."""
 
 
+class _Pipes:
+    """The four pipes between the client and a pod.
+
+    Our ends are file objects (closed when collected), the pod's ends plain
+    descriptors that are closed here once the pod has been started with them.
+    """
+
+    def __init__(self) -> None:
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        self.stdout_r, self.stdout_w = os.pipe()
+        self.stderr_r, self.stderr_w = os.pipe()
+        self.request_r = request_r
+        self.requests = io.FileIO(request_w, "wb")
+        self.replies = io.FileIO(reply_r, "rb")
+        self.bell = io.FileIO(reply_w, "wb")  # also the pod's stdout: see Popen
+
+    def close_theirs(self) -> None:
+        for fd in (self.request_r, self.stdout_w, self.stderr_w):
+            _close_quietly(fd)
+
+    def close_ours(self) -> None:
+        for pipe in (self.requests, self.replies, self.bell):
+            pipe.close()
+        for fd in (self.stdout_r, self.stderr_r):
+            _close_quietly(fd)
+
+
 _live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
+
+#: True once the interpreter is exiting (set by _close_all).
+_exiting = False
 
 #: Reply values that decode to themselves (a shortcut on every call's path).
 _PLAIN_VALUES = frozenset({int, float, str, bool, bytes, type(None)})
@@ -91,31 +126,34 @@ class PodProcess:
     object stays dead: ``alive`` is False and its owner starts a new one.
     """
 
-    def __init__(
-        self, pod: str, proc: subprocess.Popen, *, request_w: int, reply_r: int, reply_w: int,
-        stdout_r: int, stderr_r: int,
-    ) -> None:  # fmt: skip
+    def __init__(self, pod: str, proc: subprocess.Popen, pipes: _Pipes, watcher: _Watcher) -> None:
         self.pod = pod
         self.pid = proc.pid
         self.description: dict[str, Any] = {}
         self.returncode: int | None = None
         self._proc: subprocess.Popen | None = proc
-        self._wfd = request_w
-        self._rfd = reply_r
-        self._wake_w = reply_w  # our copy of the pod's reply end: the watcher's doorbell
+        # Our ends of the pipes are file objects: should this object ever be dropped
+        # without being stopped, collecting it closes them, and the pod, seeing
+        # end-of-file, exits. The int descriptors are for the hot path.
+        self._requests = pipes.requests
+        self._replies = pipes.replies
+        self._bell = pipes.bell  # our copy of the pod's reply end: the watcher's doorbell
+        self._wfd = self._requests.fileno()
+        self._rfd = self._replies.fileno()
         self._wake_lock = threading.Lock()
         self._reader = FrameReader()
-        self._pump = OutputPump(stdout_r, stderr_r, name=pod)
+        self._pump = OutputPump(pipes.stdout_r, pipes.stderr_r, name=pod)
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # an RLock for _is_owned(): see _exchange
         self._exited = False  # set by the watcher the moment the process is gone
-        self._reaped = threading.Event()  # set by the watcher once it has reaped the pod
+        self._reaped = watcher.reaped  # set by the watcher once it has reaped the pod
         self._dead = False  # set once this object has been stopped and cleaned up
         self._stopping_reason: str | None = None
-        for fd in (request_w, reply_r):
+        self._cleaner: threading.Thread | None = None
+        for fd in (self._wfd, self._rfd):
             _enlarge_pipe(fd)
         _live_processes.add(self)
-        threading.Thread(target=self._watch, name=f"pypods-watch-{pod}", daemon=True).start()
+        watcher.attach(self)
 
     # -- starting ------------------------------------------------------------------
 
@@ -137,32 +175,27 @@ class PodProcess:
             PodStartError: the process could not be started, pod.py failed to import,
                 or the process died before answering.
         """
-        request_r, request_w = os.pipe()
-        reply_r, reply_w = os.pipe()
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
+        pipes = _Pipes()
         try:
             proc = subprocess.Popen(
-                [python, "-s", "-m", runtime_module, "--out-fd", str(stdout_w),
+                [python, "-s", "-m", runtime_module, "--out-fd", str(pipes.stdout_w),
                  "--pod-dir", pod_dir, "--pods-dir", pods_dir],
-                stdin=request_r,
-                stdout=reply_w,
-                stderr=stderr_w,
-                pass_fds=(stdout_w,),
+                stdin=pipes.request_r,
+                stdout=pipes.bell.fileno(),
+                stderr=pipes.stderr_w,
+                pass_fds=(pipes.stdout_w,),
                 start_new_session=True,  # Ctrl-C in a terminal goes to the client only
                 env=dict(env),
             )  # fmt: skip
-        except OSError as exc:
-            for fd in (request_w, reply_r, reply_w, stdout_r, stderr_r):
-                os.close(fd)
-            raise PodStartError(f"pod {pod!r} could not be started: {exc}", pod=pod) from exc
+        except BaseException as exc:
+            pipes.close_ours()  # a child that did start sees end-of-file and exits
+            if isinstance(exc, OSError):
+                raise PodStartError(f"pod {pod!r} could not be started: {exc}", pod=pod) from exc
+            raise
         finally:
-            for fd in (request_r, stdout_w, stderr_w):
-                os.close(fd)
-        process = cls(
-            pod, proc, request_w=request_w, reply_r=reply_r, reply_w=reply_w,
-            stdout_r=stdout_r, stderr_r=stderr_r,
-        )  # fmt: skip
+            pipes.close_theirs()
+        watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
+        process = cls(pod, proc, pipes, watcher)
         try:
             process.description = process._describe(timeout)
         except PodCrashedError as exc:
@@ -174,7 +207,7 @@ class PodProcess:
                 stderr_tail=exc.stderr_tail,
             ) from None
         except BaseException:
-            process.close()
+            process._stop("start failed", wait=False)
             raise
         return process
 
@@ -254,24 +287,19 @@ class PodProcess:
             NotSent: this process was already stopped and its end reported, so the
                 request was not sent; the owner may start a new process and retry.
         """
-        if timeout is None:
-            deadline = None
-            self._lock.acquire()
-        else:
-            deadline = time.monotonic() + timeout
-            acquired = self._lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
-            if acquired and time.monotonic() >= deadline:
-                self._lock.release()  # no time left to run the call: do not start it
-                acquired = False
-            if not acquired:
+        lock = self._lock
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if deadline is None:
+                lock.acquire()
+            elif not self._acquire_before(deadline, timeout):
                 raise PodTimeoutError(
                     f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
                     "while waiting for other calls to finish (the call was not started)",
                     pod=self.pod,
                     function=function or "describe",
-                    timeout=timeout,
+                    timeout=timeout or 0.0,
                 )
-        try:
             if self._dead:
                 raise NotSent
             if self._exited:
@@ -286,15 +314,28 @@ class PodProcess:
             if self._pump.has_output():  # what the call printed is out before it returns
                 self._pump.drain()
             return reply
-        except (PodError, NotSent):
+        except (PodError, NotSent, codec.NestingError):
             raise
         except BaseException:
             # Interrupted (KeyboardInterrupt) mid-conversation: a reply may still come
             # and would be taken for the next call's. The pod's state is unknown.
-            self._stop("interrupted")
+            if lock._is_owned():  # type: ignore[attr-defined]
+                self._stop("interrupted", wait=False)
             raise
         finally:
-            self._lock.release()
+            # An RLock knows its owner: a signal that lands just as the lock is taken
+            # (after acquire() returned, before anything else ran) cannot leave it held.
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
+
+    def _acquire_before(self, deadline: float, timeout: float | None) -> bool:
+        """Take the call lock if that is possible before ``deadline`` with time to spare."""
+        if not self._lock.acquire(timeout=min(timeout or 0.0, threading.TIMEOUT_MAX)):
+            return False
+        if time.monotonic() >= deadline:
+            self._lock.release()  # no time left to run the call: do not start it
+            return False
+        return True
 
     def _write_rest(self, data: bytes, written: int) -> None:
         view = memoryview(data)[written:]
@@ -327,7 +368,9 @@ class PodProcess:
             reply = messages.unpack(frame)
         except codec.NestingError as exc:
             # A whole frame, consumed: the stream is in step, only this reply is lost.
-            raise ValueError(f"the reply to {function}() could not be received: {exc}") from None
+            raise codec.NestingError(
+                f"the reply to {function}() could not be received: {exc}"
+            ) from None
         except (FrameError, messages.ProtocolError) as exc:
             if self._exited:  # the watcher's doorbell byte landed inside a cut-off frame
                 self._fail_crashed(function, during=True)
@@ -346,44 +389,15 @@ class PodProcess:
             remaining = deadline - time.monotonic()
         self._fail_timeout(function, timeout)
 
-    def _watch(self) -> None:
-        """Watcher thread: wait for the process to end, reap it, wake any waiting caller.
-
-        This thread is the only one that reaps the pod. It first waits without reaping
-        (``WNOWAIT``): while the pod is a zombie its process group id cannot be
-        reused, so children the pod left behind are stopped with no risk of
-        signalling an unrelated group. Nothing outlives a pod.
-        """
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-            reaped_first = False
-        except (AttributeError, OSError):  # no waitid on this platform
-            reaped_first = True
-        if not reaped_first:
-            _signal_group(proc.pid, signal.SIGTERM)
-        proc.wait()
-        if reaped_first:
-            _signal_group(proc.pid, signal.SIGTERM)  # a tiny window: best effort
-        self.returncode = proc.returncode
-        self._exited = True
-        self._reaped.set()  # before the doorbell, whose write may block on a full pipe
-        with self._wake_lock:
-            if self._wake_w >= 0:
-                try:
-                    os.write(self._wake_w, b"\0")
-                except OSError:
-                    pass
-
     # -- results and errors -------------------------------------------------------------
 
     def _decode_value(self, reply: dict[str, Any], function: str | None = None) -> Any:
         try:
             return codec.decode(reply.get("value"))
         except codec.NestingError as exc:
-            raise ValueError(f"the result of {function}() could not be received: {exc}") from None
+            raise codec.NestingError(
+                f"the result of {function}() could not be received: {exc}"
+            ) from None
         except codec.DecodeError as exc:
             # The frame was whole, so the stream is in step: refuse this value only.
             raise PodProtocolError(
@@ -420,10 +434,13 @@ class PodProcess:
             what = f"had exited before the call to {function}() (between calls)"
         else:
             what = "exited"
+        next_call = (
+            ""
+            if reason is not None
+            else "\nThe next call starts a fresh pod process (its module state is lost)."
+        )
         raise PodCrashedError(
-            f"pod {self.pod!r} {what}: {_exit_text(returncode)}."
-            + _tail_text(tail)
-            + "\nThe next call starts a fresh pod process (its module state is lost).",
+            f"pod {self.pod!r} {what}: {_exit_text(returncode)}." + _tail_text(tail) + next_call,
             pod=self.pod,
             returncode=returncode,
             stderr_tail=tail,
@@ -489,8 +506,11 @@ class PodProcess:
         with self._lock:  # the caller lets go once it sees the pod gone (or its reply)
             self._stop("unloaded")
 
-    def _stop(self, reason: str, *, grace: float = 0.0) -> int | None:
+    def _stop(self, reason: str, *, grace: float = 0.0, wait: bool = True) -> int | None:
         """Make sure the process is gone, reap it, release everything. Idempotent.
+
+        The work runs in a helper thread, so that nothing (a second Ctrl-C, say) can
+        cut it short and leave a pod running or its pipes open.
 
         Args:
             reason: why (for messages): "unloaded", "crashed", "timed out"...
@@ -498,42 +518,68 @@ class PodProcess:
                 signalled. A process that is gone or going (after a shutdown request,
                 or after it broke off) gets time to finish and report its true exit
                 status; one that is stuck is stopped at once.
+            wait: wait for the cleanup to finish (else return at once: Ctrl-C).
         """
-        if self._dead:
-            return self.returncode
+        if not self._dead and self._cleaner is None:
+            self._cleaner = threading.Thread(
+                target=self._clean_up, args=(grace,), name=f"pypods-stop-{self.pod}", daemon=True
+            )
+            self._cleaner.start()  # first: from here on, nothing can skip the cleanup
+            self._dead = True
+        if wait and self._cleaner is not None:
+            self._cleaner.join()
+        return self.returncode
+
+    def _clean_up(self, grace: float) -> None:
         self._dead = True
-        _live_processes.discard(self)
         proc = self._proc
-        _close_quietly(self._wfd)  # EOF on its stdin also tells a healthy pod to exit
         try:
+            self._requests.close()  # end-of-file also tells a healthy pod to exit
             if proc is not None and not self._reaped.wait(grace):
                 _signal_group(proc.pid, signal.SIGTERM)
                 if not self._reaped.wait(STOP_GRACE):
                     _signal_group(proc.pid, signal.SIGKILL)
                     self._reaped.wait(KILL_WAIT)
         finally:
-            # Even when interrupted (a second Ctrl-C): the pod must not survive, and
-            # nothing of it may stay open. Signalling before the watcher has reaped the
-            # pod is safe: its group id stays reserved until then.
+            # Signalling before the watcher has reaped the pod is safe: its group id
+            # stays reserved until then.
             if proc is not None and not self._reaped.is_set():
                 _signal_group(proc.pid, signal.SIGKILL)
             self.returncode = proc.returncode if proc is not None else None
-            _close_quietly(self._rfd)  # first: a watcher blocked on a full pipe lets go
+            self._replies.close()  # first: a watcher blocked on a full pipe lets go
             with self._wake_lock:
-                _close_quietly(self._wake_w)
-                self._wake_w = -1
+                self._bell.close()
             self._pump.finish(STDERR_GRACE)
-        return self.returncode
+            _live_processes.discard(self)  # last: until here, exit-time cleanup covers it
+
+    def _begin_exit(self) -> None:
+        """At interpreter exit: make the pod end, quickly, without waking any caller.
+
+        An idle pod gets end-of-file on its stdin and exits cleanly (its atexit
+        handlers run); a busy one is terminated. The exit-time sweep waits for all of
+        them together, then kills what is left.
+        """
+        if self._reaped.is_set() or self._proc is None:
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._requests.close()
+            finally:
+                self._lock.release()
+        else:
+            _signal_group(self.pid, signal.SIGTERM)
 
     def _abandon_after_fork(self) -> None:
         """In a forked child: drop the parent's pipes without touching the pod."""
         self._dead = True
         self._proc = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._wake_lock = threading.Lock()
-        for fd in (self._wfd, self._rfd, self._wake_w):
-            _close_quietly(fd)
-        self._wake_w = -1
+        for pipe in (self._requests, self._replies, self._bell):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         self._pump.abandon()
 
     def __repr__(self) -> str:
@@ -541,13 +587,74 @@ class PodProcess:
         return f"<PodProcess {self.pod!r} pid={self.pid} {state}>"
 
 
-def _close_all() -> None:
-    """At interpreter exit: shut down every pod still running, quietly."""
-    for process in list(_live_processes):
+class _Watcher:
+    """A thread per pod that waits for it to end, reaps it, and wakes a waiting caller.
+
+    It is the only thing that reaps the pod, and it starts the moment the pod does.
+    It holds only a weak reference to its ``PodProcess``, so that an abandoned one can
+    be collected (which closes its pipes and ends the pod). It first waits without
+    reaping (``WNOWAIT``): while the pod is a zombie its process group id cannot be
+    reused, so children the pod left behind are stopped with no risk of signalling an
+    unrelated group.
+    """
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.reaped = threading.Event()
+        self._process: weakref.ref[PodProcess] | None = None
+        self._attached = threading.Event()
+        threading.Thread(target=self._run, name=f"pypods-watch-{proc.pid}", daemon=True).start()
+
+    def attach(self, process: PodProcess) -> None:
+        self._process = weakref.ref(process)
+        self._attached.set()
+
+    def _run(self) -> None:
+        proc = self.proc
         try:
-            process.close(timeout=2.0)
-        except Exception:
-            pass
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            reaped_first = False
+        except (AttributeError, OSError):  # no waitid on this platform
+            reaped_first = True
+        if not reaped_first:
+            _signal_group(proc.pid, signal.SIGTERM)
+        proc.wait()
+        if reaped_first:
+            _signal_group(proc.pid, signal.SIGTERM)  # a tiny window: best effort
+        self._attached.wait(1.0)  # the PodProcess is being built right now, if at all
+        process = self._process() if self._process is not None else None
+        if process is not None:
+            process.returncode = proc.returncode
+            process._exited = True
+        self.reaped.set()  # before the doorbell, whose write may block on a full pipe
+        if process is None or _exiting:
+            return  # at exit, a caller woken now would only print a traceback
+        with process._wake_lock:
+            if not process._bell.closed:
+                try:
+                    os.write(process._bell.fileno(), b"\0")
+                except OSError:
+                    pass
+
+
+def _close_all() -> None:
+    """At interpreter exit: end every pod still running, together and quietly.
+
+    Idle pods exit cleanly on end-of-file, busy ones are terminated; all get one
+    shared grace period, then whatever is left is killed. Nothing is waited for one
+    pod after another, and no caller is woken to print a traceback.
+    """
+    global _exiting
+    _exiting = True
+    processes = list(_live_processes)
+    for process in processes:
+        process._begin_exit()
+    deadline = time.monotonic() + EXIT_GRACE
+    for process in processes:
+        if process._proc is None:
+            continue
+        if not process._reaped.wait(max(0.0, deadline - time.monotonic())):
+            _signal_group(process.pid, signal.SIGKILL)
 
 
 atexit.register(_close_all)

@@ -6,7 +6,7 @@
     ├── PodCrashedError          the pod process died
     ├── PodTimeoutError          a call ran past its timeout (also a TimeoutError)
     ├── PodStartError            the pod process could not start (pod.py failed to import...)
-    ├── PodProtocolError         the pod broke the wire protocol
+    ├── PodProtocolError         the pod sent something this client cannot read
     ├── PodNotLoadedError        the loader has no pod loaded
     ├── PodConfigError           a pod folder or pod.toml is invalid (also a ValueError)
     └── PodInstallError          building the pod's venv failed
@@ -169,7 +169,11 @@ class PodStartError(PodError):
 
 
 class PodProtocolError(PodError):
-    """The pod sent something that is not valid PyPods protocol; the pod was stopped."""
+    """The pod sent something this client cannot read.
+
+    When the byte stream itself is broken the pod was stopped (the next call starts
+    a fresh one); a single undecodable value only fails the call it answers.
+    """
 
 
 class PodNotLoadedError(PodError):

@@ -139,11 +139,10 @@ class PodLoader:
     def load_pod(self) -> PodLoader:
         """Create the pod if needed, bring its venv in line, start it, inject its functions.
 
-        Calling it again restarts the pod process (its state is lost) and injects what
-        it serves now. If the new process cannot start, the running one, if any, is
-        kept, and so are the injected functions; except when the venv has to be
-        rebuilt (requirements.txt changed...): the running pod runs from that venv,
-        so it is unloaded before the build.
+        Calling it again restarts the pod: the running process is stopped first (its
+        state is lost, and whatever it holds, memory for a model, a port, a lock, is
+        free for the new one), then the pod is loaded afresh and what it serves now
+        is injected. If that fails, the error is raised and the pod is left unloaded.
 
         Returns:
             The loader itself.
@@ -163,10 +162,7 @@ class PodLoader:
                 python=self.python if self.python is not None else config.python,
                 options=config.install,
             )
-            if self._slot.process is not None and not environment.is_ready():
-                # The venv is about to be rebuilt; the running pod runs from it, so it
-                # cannot be kept: stop it first, whatever the build's outcome.
-                self.unload_pod()
+            self.unload_pod()
             environment.ensure_ready()
             process = self._start(environment)
             try:
@@ -174,12 +170,10 @@ class PodLoader:
             except BaseException:
                 process.close()
                 raise
-            old = self._slot.process
-            self._uninject()
-            self._slot.process, self._environment, self._proxies = process, environment, proxies
+            # Proxies first: a concurrent pl.foo never sees a process without them.
+            self._proxies, self._environment = proxies, environment
+            self._slot.process = process
             self._inject()
-            if old is not None:
-                old.close()
         return self
 
     def unload_pod(self) -> None:
@@ -355,4 +349,8 @@ def _check_timeout(timeout: float | None) -> float | None:
         )
     if not timeout > 0:  # also refuses nan
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int beyond any float: no practical limit either
+        return None
+    return None if math.isinf(seconds) else seconds

@@ -104,16 +104,14 @@ class OutputPump:
         Call once the pod process has exited. Output from the pod's own children that
         still hold the pipes after ``timeout`` is dropped.
         """
-        if self._wake_w < 0 or threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread:
             return
         self._thread.join(timeout)
         with self._lock:
             self._stopping = True
-        os.write(self._wake_w, b"x")
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"x")
         self._thread.join()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
 
     def abandon(self) -> None:
         """In a forked child, where the thread does not exist: just close the pipes."""
@@ -140,11 +138,14 @@ class OutputPump:
                     if self._stopping or not self._readable:
                         return
         finally:
+            # The thread owns every descriptor of the pump, and closes them all when it
+            # ends, whether finish() asked it to or the pod's pipes reached EOF.
             with self._lock:
-                for fd in self._readable | self._at_eof:
+                for fd in (*self._readable, *self._at_eof, self._wake_r, self._wake_w):
                     os.close(fd)
                 self._readable.clear()
                 self._at_eof.clear()
+                self._wake_r = self._wake_w = -1
 
     def _forward_ready(self) -> None:
         """Read and forward from every pipe that has data now. Caller holds the lock.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import signal
 import subprocess
@@ -296,21 +297,21 @@ def test_a_runtime_speaking_another_protocol_is_refused(pods_dir):
         PodLoader("stale", pods_dir=pods_dir).load_pod()
 
 
-def test_a_result_too_deep_for_the_client_is_refused_without_killing_the_pod(toolbox):
-    value: list = []
-    for _ in range(150):  # within the protocol's limit...
-        value = [value]
+@pytest.mark.parametrize("spare", [120, 40])  # our decoder fails / pymongo's fails too
+def test_a_result_too_deep_for_the_client_is_refused_without_killing_the_pod(toolbox, spare):
     limit = sys.getrecursionlimit()
 
     def deep_call(depth):
-        return toolbox.echo(value) if depth == 0 else deep_call(depth - 1)
+        return toolbox.nest_dicts(150) if depth == 0 else deep_call(depth - 1)
 
+    assert toolbox.counter() == 1
     pid = toolbox.get_pid()
-    assert toolbox.echo(value) == value
-    with pytest.raises(ValueError, match="nested too deeply"):
-        deep_call(limit - 120)  # ...but called with too little stack left to rebuild it
-    assert toolbox.get_pid() == pid  # the same pod, still in step
-    assert toolbox.add(1, 2) == 3
+    assert len(str(toolbox.nest_dicts(150))) > 150  # within the protocol's limit...
+    here = len(inspect.stack(0))
+    with pytest.raises(ValueError, match="could not be received"):
+        deep_call(limit - here - spare)  # ...but with too little stack left to rebuild it
+    assert toolbox.get_pid() == pid  # the same pod, still in step, its state intact
+    assert toolbox.counter() == 2
 
 
 def test_values_deeper_than_the_protocol_allows_are_refused_by_the_sender(toolbox):
@@ -322,6 +323,8 @@ def test_values_deeper_than_the_protocol_allows_are_refused_by_the_sender(toolbo
         toolbox.echo(value)
     with pytest.raises(ValueError, match="nested too deeply"):
         toolbox.nest(300)
+    assert toolbox.echo(toolbox.nest(199)) == toolbox.nest(199)  # 200 levels, both ways
+    assert toolbox.pick("k", k=toolbox.nest(199)) == toolbox.nest(199)
     assert toolbox.get_pid() == pid
 
 
@@ -393,3 +396,46 @@ def test_an_odd_callable_is_served_without_a_signature(pods_dir):
     )
     with PodLoader("odd", pods_dir=pods_dir) as pod:
         assert pod.double(21) == 42
+
+
+def test_an_exception_escaping_between_calls_ends_the_pod_instead_of_hanging_it(pods_dir):
+    write_pod(
+        pods_dir,
+        "alarmed",
+        """
+        import signal, threading, time
+
+        def _ring(signum, frame):
+            raise TimeoutError("a stale alarm")
+
+        def arm():
+            threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon
+            signal.signal(signal.SIGALRM, _ring)
+            signal.setitimer(signal.ITIMER_REAL, 0.2)  # fires while the pod waits
+            return True
+        """,
+    )
+    with PodLoader("alarmed", pods_dir=pods_dir, timeout=30) as pod:
+        assert pod.arm() is True
+        pid = pod.pid
+        assert wait_until(lambda: not pid_alive(pid), timeout=5)
+        with pytest.raises(PodCrashedError, match="TimeoutError: a stale alarm"):
+            pod.arm()
+
+
+def test_docstrings_of_str_subclasses_are_described(pods_dir):
+    write_pod(
+        pods_dir,
+        "fancy",
+        """
+        class Doc(str):
+            pass
+
+        def f(x):
+            return x
+
+        f.__doc__ = Doc("a str subclass")
+        """,
+    )
+    with PodLoader("fancy", pods_dir=pods_dir) as pod:
+        assert pod.f(3) == 3

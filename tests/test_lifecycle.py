@@ -309,3 +309,41 @@ def _swallow(function, *args):
         function(*args)
     except Exception:
         pass
+
+
+def test_children_of_a_pod_do_not_outlive_a_killed_client(_toolbox_built):
+    client, _ = start_client(
+        _toolbox_built, "print(pod.spawn_sleeper(600), flush=True)\ntime.sleep(60)\n"
+    )
+    child = int(client.stdout.readline())
+    assert pid_alive(child)
+    client.kill()
+    client.wait()
+    assert wait_until(lambda: not pid_alive(child), timeout=5)
+
+
+@pytest.mark.parametrize("ending", ["return", "sys.exit(0)", "raise RuntimeError('boom')"])
+def test_exit_with_a_call_running_in_a_daemon_thread_is_quick_and_quiet(_toolbox_built, ending):
+    body = f"""
+    import threading
+    other = PodLoader("toolbox", pods_dir=pod.pods_dir).load_pod()
+    print(other.pid, flush=True)
+    threading.Thread(target=pod.sleep, args=(60,), daemon=True).start()
+    time.sleep(0.5)
+    def main():
+        {ending}
+    main()
+    """
+    started = time.monotonic()
+    client = subprocess.Popen(client_script(_toolbox_built, body), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out, err = client.communicate(timeout=60)
+    assert time.monotonic() - started < 10
+    pids = [int(line) for line in out.split()]
+    assert all(wait_until(lambda p=p: not pid_alive(p), timeout=5) for p in pids)
+    noise = [line for line in err.splitlines() if "PodCrashedError" in line or "pypods" in line]
+    assert noise == []
+    if "RuntimeError" in ending:
+        assert "RuntimeError: boom" in err and client.returncode == 1
+    else:
+        assert err == "" and client.returncode == 0

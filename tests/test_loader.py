@@ -293,14 +293,38 @@ def test_reload_serves_the_new_pod_py(pods_dir):
     loader.unload_pod()
 
 
-def test_failed_reload_keeps_the_running_pod(pods_dir):
+def test_reload_stops_the_old_process_before_starting_the_new(pods_dir):
+    marker = pods_dir / "holder.lock"
+    write_pod(
+        pods_dir,
+        "exclusive",
+        f"""
+        import fcntl, os
+        _held = open({str(marker)!r}, "w")
+        fcntl.flock(_held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails if another pod holds it
+
+        def who():
+            return os.getpid()
+        """,
+    )
+    loader = PodLoader("exclusive", pods_dir=pods_dir).load_pod()
+    first = loader.who()
+    loader.load_pod()  # would fail to import if the old pod still held the lock
+    assert loader.who() != first
+    loader.unload_pod()
+
+
+def test_failed_reload_leaves_the_pod_unloaded_and_a_fix_loads_again(pods_dir):
     folder = write_pod(pods_dir, "keeper", "def ok():\n    return 'ok'\n")
     namespace: dict = {}
     loader = PodLoader("keeper", namespace, pods_dir=pods_dir).load_pod()
     (folder / "pod.py").write_text("def ok(:\n")
     with pytest.raises(PodError, match="SyntaxError"):
         loader.load_pod()
-    assert namespace["ok"]() == "ok"
+    assert not loader.loaded and "ok" not in namespace
+    (folder / "pod.py").write_text("def ok():\n    return 'fixed'\n")
+    loader.load_pod()
+    assert namespace["ok"]() == "fixed"
     loader.unload_pod()
 
 

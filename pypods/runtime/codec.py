@@ -19,7 +19,7 @@ decoder for its kind in ``_DECODERS``; nothing else changes.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from bson.int64 import Int64
 
@@ -119,8 +119,10 @@ def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
     except _Unsupported:
         path, bad = _find_unsupported(value, root)
         raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except (_TooDeep, RecursionError):
+    except _TooDeep:
         raise ValueError(_too_deep_message(value, root)) from None
+    except RecursionError:
+        raise ValueError(_no_stack_message(root)) from None
 
 
 def encode_items(values: Sequence[Any], root: str = "args", careful: bool = False) -> list:
@@ -130,12 +132,14 @@ def encode_items(values: Sequence[Any], root: str = "args", careful: bool = Fals
     """
     enc = _encode_careful if careful else _encode
     try:
-        return [enc(x, 1) for x in values]
+        return [enc(x, 0) for x in values]  # the argument list itself is not a level
     except _Unsupported:
         path, bad = _find_unsupported(values, root)
         raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except (_TooDeep, RecursionError):
+    except _TooDeep:
         raise ValueError(_too_deep_message(values, root)) from None
+    except RecursionError:
+        raise ValueError(_no_stack_message(root)) from None
 
 
 def is_plain_scalar(value: Any) -> bool:
@@ -226,7 +230,7 @@ def _utf8_safe(s: str) -> bool:
     return True
 
 
-def _encode_dict(d: dict, enc: Encoder, depth: int) -> dict:
+def _encode_dict(d: Mapping[Any, Any], enc: Encoder, depth: int) -> dict:
     if TAG in d or "$ref" in d:
         return _encode_dict_items(d, enc, depth)
     out = {}
@@ -238,7 +242,7 @@ def _encode_dict(d: dict, enc: Encoder, depth: int) -> dict:
     return out
 
 
-def _encode_dict_items(d: dict, enc: Encoder, depth: int) -> dict:
+def _encode_dict_items(d: Mapping[Any, Any], enc: Encoder, depth: int) -> dict:
     return {TAG: "dict", "v": [[enc(k, depth), enc(v, depth)] for k, v in d.items()]}
 
 
@@ -379,6 +383,31 @@ def _too_deep_message(value: Any, root: str) -> str:
             f"cannot send a value that contains itself (at {cycle}): reference cycles cannot cross"
         )
     return f"cannot send {root}: it is nested too deeply (containers may nest {MAX_DEPTH} levels)"
+
+
+def _no_stack_message(root: str) -> str:
+    return (
+        f"cannot send {root}: this thread's stack ran out while encoding it (it is called "
+        "from very deep recursion); call from shallower code"
+    )
+
+
+def encode_fields(fields: Mapping[str, Any], root: str = "kwargs", careful: bool = False) -> dict:
+    """``encode`` for named values (keyword arguments).
+
+    As with positional arguments, the container of the arguments does not count as a
+    level of nesting: each value may nest as deeply as a result may.
+    """
+    enc = _encode_careful if careful else _encode
+    try:
+        return _encode_dict(fields, enc, 0)
+    except _Unsupported:
+        path, bad = _find_unsupported(fields, root)
+        raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
+    except _TooDeep:
+        raise ValueError(_too_deep_message(fields, root)) from None
+    except RecursionError:
+        raise ValueError(_no_stack_message(root)) from None
 
 
 def _find_cycle(value: Any, path: str, active: set) -> str | None:

@@ -88,12 +88,13 @@ def _describe(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     func_name = getattr(fn, "__name__", None)
+    # Exactly str, not a subclass: BSON and the client must see plain text.
     return {
         "name": name,
-        "func_name": func_name if isinstance(func_name, str) else name,
-        "qualname": qualname if isinstance(qualname, str) else name,
-        "module": module if isinstance(module, str) else None,
-        "doc": doc if isinstance(doc, str) else None,
+        "func_name": func_name if type(func_name) is str else name,
+        "qualname": qualname if type(qualname) is str else name,
+        "module": module if type(module) is str else None,
+        "doc": doc if type(doc) is str else None,
         "signature": describe_signature(fn),
     }
 

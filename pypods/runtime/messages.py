@@ -84,7 +84,7 @@ def invoke_request(
         else:
             doc[FIELD_ARGS] = codec.encode_items(args)
     if kwargs:
-        doc["kwargs"] = codec.encode(kwargs, "kwargs")
+        doc["kwargs"] = codec.encode_fields(kwargs)
     try:
         return bson.encode(doc)
     except UnicodeEncodeError:
@@ -94,7 +94,7 @@ def invoke_request(
             doc.pop(FIELD_PLAIN_ARGS, None)
             doc[FIELD_ARGS] = codec.encode_items(args, "args", True)
         if kwargs:
-            doc["kwargs"] = codec.encode(kwargs, "kwargs", True)
+            doc["kwargs"] = codec.encode_fields(kwargs, "kwargs", True)
         return bson.encode(doc)
 
 

@@ -10,6 +10,7 @@ import atexit
 import importlib.util
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -170,10 +171,10 @@ class PodServer:
             return
         try:
             reply = messages.done_reply(request_id, result)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # TypeError/ValueError from the codec, or from bson
             error = messages.plain_error(
                 KIND_RAISED,
-                "ValueError" if type(exc) is ValueError else "TypeError",
+                type(exc).__name__ if type(exc) in (ValueError, RecursionError) else "TypeError",
                 f"{name}() returned a value that cannot cross back to the client: {exc}",
             )
             reply = messages.error_reply(request_id, error)
@@ -254,6 +255,7 @@ def watch_parent(interval: float = PARENT_CHECK_INTERVAL) -> None:
         while True:
             time.sleep(interval)
             if os.getppid() != parent:
+                _end_process_group()
                 os._exit(1)
 
     threading.Thread(target=run, name="pypods-parent-watch", daemon=True).start()
@@ -291,6 +293,11 @@ def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> NoReturn
         status = server.serve()
     except SystemExit as exc:  # pod code called sys.exit()
         status = _exit_status(exc.code)
+    except BaseException:  # a signal handler's exception, a bug: still end properly
+        import traceback
+
+        traceback.print_exc()
+        status = 1
     exit_now(status, flush)
 
 
@@ -301,11 +308,29 @@ def exit_now(status: int, flush: Callable[[], None]) -> NoReturn:
     runs atexit handlers: one forgotten thread in pod code would keep the pod alive
     until the client kills it, and its atexit handlers would never run.
     """
-    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_functions is not None:
-        run_exit_functions()
-    flush()
-    os._exit(status)
+    try:
+        run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+        if run_exit_functions is not None:
+            run_exit_functions()
+        flush()
+    finally:
+        _end_process_group()
+        os._exit(status)
+
+
+def _end_process_group() -> None:
+    """Stop the processes pod code started in the pod's group: nothing outlives a pod."""
+    try:
+        # The pod is in its group too: ignore the signal here, so that the exit status
+        # stays the one asked for. Only the main thread may do that; from another,
+        # the pod dies of the SIGTERM instead, which ends it just the same.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:
+        pass
+    try:
+        os.killpg(0, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def _exit_status(code: object) -> int:

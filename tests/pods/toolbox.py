@@ -29,6 +29,10 @@ def describe_args(*args, **kwargs):
     return {"args": list(args), "kwargs": kwargs}
 
 
+def pick(key, **kwargs):
+    return kwargs[key]
+
+
 def with_defaults(a, b=2, *, c=3, d=_DEFAULT):
     """Uses its own defaults, one of which cannot cross."""
     return [a, b, c, "default" if d is _DEFAULT else d]
@@ -94,6 +98,13 @@ def nest(levels):
     value = []
     for _ in range(levels):
         value = [value]
+    return value
+
+
+def nest_dicts(levels):
+    value = {}
+    for _ in range(levels - 1):
+        value = {1: value}  # int keys: three BSON levels each
     return value
 
 
