@@ -347,3 +347,33 @@ def test_exit_with_a_call_running_in_a_daemon_thread_is_quick_and_quiet(_toolbox
         assert "RuntimeError: boom" in err and client.returncode == 1
     else:
         assert err == "" and client.returncode == 0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to count descriptors")
+def test_load_unload_crash_and_timeout_cycles_leak_nothing(_toolbox_built):
+    import threading
+
+    from pypods import PodCrashedError, PodTimeoutError
+
+    PodLoader("toolbox", pods_dir=_toolbox_built).load_pod().unload_pod()
+    time.sleep(0.3)
+    fds, threads = open_fds(), threading.active_count()
+    pids = []
+    for _ in range(8):
+        loader = PodLoader("toolbox", pods_dir=_toolbox_built, timeout=5).load_pod()
+        pids.append(loader.pid)
+        assert loader.add(1, 2) == 3
+        with pytest.raises(PodCrashedError):
+            loader.exit_process(1)
+        pids.append(loader.get_pid())
+        loader.timeout = 0.2
+        with pytest.raises(PodTimeoutError):
+            loader.sleep(5)
+        loader.timeout = 5
+        pids.append(loader.get_pid())
+        loader.load_pod()  # reload
+        pids.append(loader.pid)
+        loader.unload_pod()
+    assert wait_until(lambda: open_fds() <= fds and threading.active_count() <= threads, 10), (
+        open_fds(), fds, threading.active_count(), threads)  # fmt: skip
+    assert not any(pid_alive(pid) for pid in pids)
