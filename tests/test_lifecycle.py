@@ -195,10 +195,8 @@ def test_unload_during_a_call_in_another_thread(toolbox):
     caller = threading.Thread(target=call)
     caller.start()
     time.sleep(0.5)
-    started = time.monotonic()
     toolbox.unload_pod()
     caller.join(10)
-    assert time.monotonic() - started < 5
     assert not caller.is_alive()
     assert len(errors) == 1 and "unloaded during the call" in str(errors[0])
 
@@ -212,7 +210,7 @@ def test_children_of_a_crashed_pod_do_not_outlive_it(toolbox):
     assert wait_until(lambda: not pid_alive(child), timeout=5)
 
 
-def test_a_pod_with_a_forgotten_thread_still_shuts_down_cleanly_and_fast(pods_dir):
+def test_a_pod_with_a_forgotten_thread_still_shuts_down_cleanly(pods_dir):
     from .conftest import write_pod
 
     marker = pods_dir / "atexit.log"
@@ -232,14 +230,12 @@ def test_a_pod_with_a_forgotten_thread_still_shuts_down_cleanly_and_fast(pods_di
     loader = PodLoader("threaded", pods_dir=pods_dir).load_pod()
     pid = loader.pid
     assert loader.ping() == "pong"
-    started = time.monotonic()
     loader.unload_pod()
-    assert time.monotonic() - started < 2
     assert marker.read_text() == "ran"
     assert not pid_alive(pid)
 
 
-def test_sys_exit_with_a_forgotten_thread_is_reported_promptly(pods_dir):
+def test_sys_exit_with_a_forgotten_thread_ends_the_pod(pods_dir):
     from pypods import PodCrashedError
 
     from .conftest import write_pod
@@ -256,11 +252,10 @@ def test_sys_exit_with_a_forgotten_thread_is_reported_promptly(pods_dir):
             sys.exit(code)
         """,
     )
-    with PodLoader("exiting", pods_dir=pods_dir) as pod:
-        started = time.monotonic()
+    # Were the pod to wait for its thread, the call would time out instead.
+    with PodLoader("exiting", pods_dir=pods_dir, timeout=30) as pod:
         with pytest.raises(PodCrashedError, match="exit code 5"):
             pod.leave(5)
-        assert time.monotonic() - started < 3
         with pytest.raises(PodCrashedError, match=r"(?s)exit code 1.*goodbye"):
             pod.leave("goodbye")
 
@@ -323,7 +318,7 @@ def test_children_of_a_pod_do_not_outlive_a_killed_client(_toolbox_built):
 
 
 @pytest.mark.parametrize("ending", ["return", "sys.exit(0)", "raise RuntimeError('boom')"])
-def test_exit_with_a_call_running_in_a_daemon_thread_is_quick_and_quiet(_toolbox_built, ending):
+def test_exit_with_a_call_running_in_a_daemon_thread_is_quiet(_toolbox_built, ending):
     body = f"""
     import threading
     other = PodLoader("toolbox", pods_dir=pod.pods_dir).load_pod()
@@ -334,11 +329,9 @@ def test_exit_with_a_call_running_in_a_daemon_thread_is_quick_and_quiet(_toolbox
         {ending}
     main()
     """
-    started = time.monotonic()
     client = subprocess.Popen(client_script(_toolbox_built, body), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     out, err = client.communicate(timeout=60)
-    assert time.monotonic() - started < 10
     pids = [int(line) for line in out.split()]
     assert all(wait_until(lambda p=p: not pid_alive(p), timeout=5) for p in pids)
     noise = [line for line in err.splitlines() if "PodCrashedError" in line or "pypods" in line]
