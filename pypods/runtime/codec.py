@@ -116,13 +116,8 @@ def encode(value: Any, root: str = "value", careful: bool = False) -> Any:
     enc = _encode_careful if careful else _encode
     try:
         return enc(value)
-    except _Unsupported:
-        path, bad = _find_unsupported(value, root)
-        raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except _TooDeep:
-        raise ValueError(_too_deep_message(value, root)) from None
-    except RecursionError:
-        raise ValueError(_no_stack_message(root)) from None
+    except (_Unsupported, _TooDeep, RecursionError) as exc:
+        raise _encoding_error(exc, value, root) from None
 
 
 def encode_items(values: Sequence[Any], root: str = "args", careful: bool = False) -> list:
@@ -133,13 +128,8 @@ def encode_items(values: Sequence[Any], root: str = "args", careful: bool = Fals
     enc = _encode_careful if careful else _encode
     try:
         return [enc(x, 0) for x in values]  # the argument list itself is not a level
-    except _Unsupported:
-        path, bad = _find_unsupported(values, root)
-        raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except _TooDeep:
-        raise ValueError(_too_deep_message(values, root)) from None
-    except RecursionError:
-        raise ValueError(_no_stack_message(root)) from None
+    except (_Unsupported, _TooDeep, RecursionError) as exc:
+        raise _encoding_error(exc, values, root) from None
 
 
 def is_plain_scalar(value: Any) -> bool:
@@ -202,6 +192,8 @@ def _encode(v: Any, depth: int = 0) -> Any:
 
 
 def _encode_careful(v: Any, depth: int = 0) -> Any:
+    # _encode's twin that also checks strings; kept separate rather than flagged, so
+    # that the common path pays nothing for this rare case.
     t = type(v)
     if t is str:
         return v if _utf8_safe(v) else {TAG: "str", "v": v.encode("utf-8", "surrogatepass")}
@@ -385,6 +377,16 @@ def _too_deep_message(value: Any, root: str) -> str:
     return f"cannot send {root}: it is nested too deeply (containers may nest {MAX_DEPTH} levels)"
 
 
+def _encoding_error(exc: BaseException, value: Any, root: str) -> Exception:
+    """The public error for a failed encoding: what failed, and where in ``value``."""
+    if isinstance(exc, _Unsupported):
+        path, bad = _find_unsupported(value, root)
+        return UnsupportedTypeError(qualified_name(type(bad)), path)
+    if isinstance(exc, _TooDeep):
+        return ValueError(_too_deep_message(value, root))
+    return ValueError(_no_stack_message(root))
+
+
 def _no_stack_message(root: str) -> str:
     return (
         f"cannot send {root}: this thread's stack ran out while encoding it (it is called "
@@ -401,13 +403,8 @@ def encode_fields(fields: Mapping[str, Any], root: str = "kwargs", careful: bool
     enc = _encode_careful if careful else _encode
     try:
         return _encode_dict(fields, enc, 0)
-    except _Unsupported:
-        path, bad = _find_unsupported(fields, root)
-        raise UnsupportedTypeError(qualified_name(type(bad)), path) from None
-    except _TooDeep:
-        raise ValueError(_too_deep_message(fields, root)) from None
-    except RecursionError:
-        raise ValueError(_no_stack_message(root)) from None
+    except (_Unsupported, _TooDeep, RecursionError) as exc:
+        raise _encoding_error(exc, fields, root) from None
 
 
 def _find_cycle(value: Any, path: str, active: set) -> str | None:
