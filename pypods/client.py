@@ -37,6 +37,7 @@ from .errors import (
     make_remote_error,
 )
 from .output import OutputPump
+from .progress import logger
 from .runtime import codec, messages
 from .runtime.framing import READ_SIZE, FrameError, FrameReader
 from .runtime.protocol import (
@@ -115,9 +116,6 @@ _live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
 #: True once the interpreter is exiting (set by _close_all).
 _exiting = False
 
-#: Reply values that decode to themselves (a shortcut on every call's path).
-_PLAIN_VALUES = frozenset({int, float, str, bool, bytes, type(None)})
-
 
 class PodProcess:
     """A pod process and the protocol conversation with it.
@@ -142,6 +140,7 @@ class PodProcess:
         self._rfd = self._replies.fileno()
         self._wake_lock = threading.Lock()
         self._reader = FrameReader()
+        self._poller: select.poll | None = None  # for calls with a timeout, made on first use
         self._pump = OutputPump(pipes.stdout_r, pipes.stderr_r, name=pod)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # an RLock for _is_owned(): see _exchange
@@ -167,7 +166,6 @@ class PodProcess:
         pod_dir: str,
         pods_dir: str,
         env: Mapping[str, str],
-        timeout: float | None = None,
     ) -> PodProcess:
         """Start a pod process and ask it what it serves.
 
@@ -197,7 +195,7 @@ class PodProcess:
         watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
         process = cls(pod, proc, pipes, watcher)
         try:
-            process.description = process._describe(timeout)
+            process.description = process._describe()
         except PodCrashedError as exc:
             raise PodStartError(
                 f"pod {pod!r} died while starting ({_exit_text(exc.returncode)})"
@@ -211,10 +209,10 @@ class PodProcess:
             raise
         return process
 
-    def _describe(self, timeout: float | None) -> dict[str, Any]:
+    def _describe(self) -> dict[str, Any]:
         request_id = next(self._ids)
         data = messages.request(OP_DESCRIBE, request_id, protocol=PROTOCOL_VERSION)
-        reply = self._exchange(data, request_id, None, timeout)
+        reply = self._exchange(data, request_id, None, None)
         if reply.get("status") == STATUS_ERROR:
             error = _error_fields(reply)
             self._stop("start failed", grace=STOP_GRACE)
@@ -273,7 +271,7 @@ class PodProcess:
         reply = self._exchange(data, request_id, function, timeout)
         if reply["status"] == STATUS_DONE:
             value = reply.get("value")
-            if type(value) in _PLAIN_VALUES:
+            if type(value) in codec.DECODES_TO_ITSELF:  # the common case: skip the codec
                 return value
             return self._decode_value(reply, function)
         raise self._error(_error_fields(reply), function)
@@ -380,8 +378,10 @@ class PodProcess:
         return reply
 
     def _wait_readable(self, function: str | None, deadline: float, timeout: float | None) -> None:
-        poller = select.poll()
-        poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        poller = self._poller  # used under the call lock only
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         remaining = deadline - time.monotonic()
         while remaining > 0:
             if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
@@ -513,7 +513,7 @@ class PodProcess:
         cut it short and leave a pod running or its pipes open.
 
         Args:
-            reason: why (for messages): "unloaded", "crashed", "timed out"...
+            reason: why, for the debug log: "unloaded", "crashed", "timed out"...
             grace: seconds the process may take to exit by itself before it is
                 signalled. A process that is gone or going (after a shutdown request,
                 or after it broke off) gets time to finish and report its true exit
@@ -522,17 +522,19 @@ class PodProcess:
         """
         if not self._dead and self._cleaner is None:
             self._cleaner = threading.Thread(
-                target=self._clean_up, args=(grace,), name=f"pypods-stop-{self.pod}", daemon=True
-            )
+                target=self._clean_up, args=(reason, grace), name=f"pypods-stop-{self.pod}",
+                daemon=True,
+            )  # fmt: skip
             self._cleaner.start()  # first: from here on, nothing can skip the cleanup
             self._dead = True
         if wait and self._cleaner is not None:
             self._cleaner.join()
         return self.returncode
 
-    def _clean_up(self, grace: float) -> None:
+    def _clean_up(self, reason: str, grace: float) -> None:
         self._dead = True
         proc = self._proc
+        logger.debug("pod %r (pid %d): stopping (%s)", self.pod, self.pid, reason)
         try:
             self._requests.close()  # end-of-file also tells a healthy pod to exit
             if proc is not None and not self._reaped.wait(grace):

@@ -103,14 +103,6 @@ class PodEnvironment:
         """The venv's interpreter, which runs the pod."""
         return venv_python(self.folder.venv)
 
-    def is_ready(self) -> bool:
-        """True when the venv matches what it should be built from (no build needed).
-
-        Raises:
-            PythonNotFoundError, PodConfigError: as ``ensure_ready``.
-        """
-        return self._is_ready(self.fingerprint(self._interpreter()))
-
     def _interpreter(self) -> Interpreter:
         try:
             return find_interpreter(self.python_request)

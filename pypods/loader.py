@@ -155,6 +155,7 @@ class PodLoader:
         if os.name == "nt":
             raise PodError("PyPods runs pods on Linux and macOS; on Windows, use it inside WSL")
         with self._lock:
+            self.unload_pod()
             self.folder.ensure_exists()
             config = read_config(self.folder.config_file)
             environment = PodEnvironment(
@@ -162,7 +163,6 @@ class PodLoader:
                 python=self.python if self.python is not None else config.python,
                 options=config.install,
             )
-            self.unload_pod()
             environment.ensure_ready()
             process = self._start(environment)
             try:
@@ -196,7 +196,7 @@ class PodLoader:
 
     @property
     def functions(self) -> Mapping[str, Callable[..., Any]]:
-        """The proxies of the functions the pod serves, by name (read-only view)."""
+        """The proxies of the functions the pod serves, by name (a copy)."""
         return dict(self._proxies)
 
     @property
@@ -224,7 +224,7 @@ class PodLoader:
         process = self._slot.process
         while True:
             if process is None:
-                raise PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
+                raise self._not_loaded()
             if process.finished:
                 process = self._restart(process)
                 continue
@@ -255,7 +255,10 @@ class PodLoader:
 
     def _require_loaded(self) -> None:
         if self._slot.process is None:
-            raise PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
+            raise self._not_loaded()
+
+    def _not_loaded(self) -> PodNotLoadedError:
+        return PodNotLoadedError(f"pod {self.name!r} is not loaded: call load_pod() first")
 
     def _make_proxies(self, process: PodProcess) -> dict[str, Callable[..., Any]]:
         proxies = {}
@@ -306,10 +309,11 @@ class PodLoader:
         proxies = self.__dict__.get("_proxies", {})
         if name in proxies:
             return proxies[name]
+        pod = self.__dict__.get("name", "?")  # never recurse, even half-constructed
         slot = self.__dict__.get("_slot")
         if slot is None or slot.process is None:
-            raise NoSuchFunctionError(self.name, name, (), not_loaded=True)
-        raise NoSuchFunctionError(self.name, name, list(proxies))
+            raise NoSuchFunctionError(pod, name, (), not_loaded=True)
+        raise NoSuchFunctionError(pod, name, list(proxies))
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._proxies))

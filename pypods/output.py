@@ -42,8 +42,8 @@ _EVENTS = (
 class OutputPump:
     """Copies a pod's stdout/stderr pipes into ``sys.stdout``/``sys.stderr``.
 
-    Owns the two read descriptors; they are closed by the pump's thread at EOF, or by
-    ``finish``.
+    Owns the two read descriptors and its wake-up pipe; its thread closes them all
+    when it ends (at EOF, or when ``finish`` asks it to stop).
     """
 
     def __init__(self, stdout_fd: int, stderr_fd: int, *, name: str) -> None:
@@ -77,8 +77,8 @@ class OutputPump:
     def has_output(self) -> bool:
         """True when there may be pod output not yet forwarded; False means none.
 
-        One system call and no lock, so it can run after every call; callers must
-        not call it from two threads at once (the pod's call lock sees to that). The pipes are
+        One system call and no lock, so it can run after every call; it must not run
+        in two threads at once (the pod's call lock sees to that). The pipes are
         checked first, then the lock: the thread only reads while holding the lock
         and forwards what it read before releasing it, so if the pipes are empty and
         the lock is free, everything written so far has been forwarded.

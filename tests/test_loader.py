@@ -507,3 +507,23 @@ def test_infinite_and_huge_timeouts_mean_no_practical_limit(_toolbox_built):
     loader.timeout = 1e10
     with loader:
         assert loader.sleep(0.1) == 0.1
+
+
+def test_a_reload_that_fails_on_pod_toml_also_leaves_the_pod_unloaded(pods_dir):
+    from pypods import PodConfigError
+
+    folder = write_pod(pods_dir, "retoml", "def ok():\n    return 'ok'\n")
+    namespace: dict = {}
+    loader = PodLoader("retoml", namespace, pods_dir=pods_dir).load_pod()
+    pid = loader.pid
+    (folder / "pod.toml").write_text("pyhton = '3.9'\n")
+    with pytest.raises(PodConfigError):
+        loader.load_pod()
+    assert not loader.loaded and "ok" not in namespace
+    assert wait_until(lambda: not pid_alive(pid))
+
+
+def test_attribute_access_on_a_half_constructed_loader_does_not_recurse():
+    loader = PodLoader.__new__(PodLoader)  # as if __init__ had raised
+    with pytest.raises(AttributeError):
+        loader.anything  # noqa: B018

@@ -35,8 +35,9 @@ _INT32_MAX = 2**31 - 1
 _NONE_TYPE = type(None)
 _PLAIN = frozenset({str, float, bool, bytes, _NONE_TYPE})
 
-#: Types whose values BSON may hand back that decode unchanged.
-_DECODED_PLAIN = frozenset({str, float, bool, bytes, int, _NONE_TYPE})
+#: Types of decoded BSON values that stand for themselves: ``decode`` returns such a
+#: value unchanged (callers may skip it). Not ``Int64``: that becomes ``int``.
+DECODES_TO_ITSELF = frozenset({str, float, bool, bytes, int, _NONE_TYPE})
 
 
 class UnsupportedTypeError(TypeError):
@@ -178,38 +179,32 @@ def _encode(v: Any, depth: int = 0) -> Any:
         return v
     if t is int:
         return v if _INT64_MIN <= v <= _INT64_MAX else _encode_big_int(v)
-    if depth >= MAX_DEPTH:
-        raise _TooDeep
-    if t is list:
-        depth += 1
-        return [_encode(x, depth) for x in v]
-    if t is dict:
-        return _encode_dict(v, _encode, depth + 1)
-    encoder = _ENCODERS.get(t)
-    if encoder is None:
-        raise _Unsupported
-    return encoder(v, _encode, depth + 1)
+    return _encode_container(v, t, _encode, depth)
 
 
 def _encode_careful(v: Any, depth: int = 0) -> Any:
-    # _encode's twin that also checks strings; kept separate rather than flagged, so
-    # that the common path pays nothing for this rare case.
+    """``_encode`` that also tags strings UTF-8 cannot encode (see ``encode``)."""
     t = type(v)
     if t is str:
         return v if _utf8_safe(v) else {TAG: "str", "v": v.encode("utf-8", "surrogatepass")}
     if t in _PLAIN or t is int:
         return _encode(v)
+    return _encode_container(v, t, _encode_careful, depth)
+
+
+def _encode_container(v: Any, t: type, enc: Encoder, depth: int) -> Any:
+    """Encode a list, dict or extension type, nesting with ``enc``."""
     if depth >= MAX_DEPTH:
         raise _TooDeep
+    depth += 1
     if t is list:
-        depth += 1
-        return [_encode_careful(x, depth) for x in v]
+        return [enc(x, depth) for x in v]
     if t is dict:
-        return _encode_dict(v, _encode_careful, depth + 1)
+        return _encode_dict(v, enc, depth)
     encoder = _ENCODERS.get(t)
     if encoder is None:
         raise _Unsupported
-    return encoder(v, _encode_careful, depth + 1)
+    return encoder(v, enc, depth)
 
 
 def _utf8_safe(s: str) -> bool:
@@ -290,7 +285,7 @@ def _decode(v: Any) -> Any:
         return {k: _decode(x) for k, x in v.items()}
     if t is list:
         return [_decode(x) for x in v]
-    if t in _DECODED_PLAIN:
+    if t in DECODES_TO_ITSELF:
         return v
     if t is Int64:
         return int(v)
