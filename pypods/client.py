@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 import weakref
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .errors import (
     NoSuchFunctionError,
@@ -39,7 +39,8 @@ from .errors import (
 from .output import OutputPump
 from .progress import logger
 from .runtime import codec, messages
-from .runtime.framing import READ_SIZE, FrameError, FrameReader
+from .runtime.framing import READ_SIZE, FrameError, FrameReader, read_attachments, write_all
+from .runtime.pickling import cloudpickle_available
 from .runtime.protocol import (
     ERROR_KIND,
     ERROR_MESSAGE,
@@ -49,6 +50,7 @@ from .runtime.protocol import (
     KIND_NO_SUCH_FUNCTION,
     KIND_RAISED,
     KIND_START_FAILED,
+    MAX_FRAME_SIZE,
     OP_DESCRIBE,
     OP_SHUTDOWN,
     PROTOCOL_VERSION,
@@ -124,8 +126,20 @@ class PodProcess:
     object stays dead: ``alive`` is False and its owner starts a new one.
     """
 
-    def __init__(self, pod: str, proc: subprocess.Popen, pipes: _Pipes, watcher: _Watcher) -> None:
+    def __init__(
+        self,
+        pod: str,
+        proc: subprocess.Popen,
+        pipes: _Pipes,
+        watcher: _Watcher,
+        *,
+        pickle: bool = False,
+        max_message_size: int = MAX_FRAME_SIZE,
+    ) -> None:
         self.pod = pod
+        self.max_message_size = max_message_size
+        self._pickle = pickle
+        self._options = codec.DEFAULT_OPTIONS  # until the pod has said what it has
         self.pid = proc.pid
         self.description: dict[str, Any] = {}
         self.returncode: int | None = None
@@ -139,7 +153,7 @@ class PodProcess:
         self._wfd = self._requests.fileno()
         self._rfd = self._replies.fileno()
         self._wake_lock = threading.Lock()
-        self._reader = FrameReader()
+        self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
         self._poller: select.poll | None = None  # for calls with a timeout, made on first use
         self._pump = OutputPump(pipes.stdout_r, pipes.stderr_r, name=pod)
         self._ids = itertools.count(1)
@@ -166,6 +180,8 @@ class PodProcess:
         pod_dir: str,
         pods_dir: str,
         env: Mapping[str, str],
+        pickle: bool = False,
+        max_message_size: int = MAX_FRAME_SIZE,
     ) -> PodProcess:
         """Start a pod process and ask it what it serves.
 
@@ -177,7 +193,8 @@ class PodProcess:
         try:
             proc = subprocess.Popen(
                 [python, "-s", "-m", runtime_module, "--out-fd", str(pipes.stdout_w),
-                 "--pod-dir", pod_dir, "--pods-dir", pods_dir],
+                 "--pod-dir", pod_dir, "--pods-dir", pods_dir,
+                 "--max-message-size", str(max_message_size)],
                 stdin=pipes.request_r,
                 stdout=pipes.bell.fileno(),
                 stderr=pipes.stderr_w,
@@ -193,7 +210,7 @@ class PodProcess:
         finally:
             pipes.close_theirs()
         watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
-        process = cls(pod, proc, pipes, watcher)
+        process = cls(pod, proc, pipes, watcher, pickle=pickle, max_message_size=max_message_size)
         try:
             process.description = process._describe()
         except PodCrashedError as exc:
@@ -211,8 +228,15 @@ class PodProcess:
 
     def _describe(self) -> dict[str, Any]:
         request_id = next(self._ids)
-        data = messages.request(OP_DESCRIBE, request_id, protocol=PROTOCOL_VERSION)
-        reply = self._exchange(data, request_id, None, None)
+        cloudpickle = self._pickle and cloudpickle_available()
+        data = messages.request(
+            OP_DESCRIBE,
+            request_id,
+            protocol=PROTOCOL_VERSION,
+            pickle=self._pickle,
+            cloudpickle=cloudpickle,
+        )
+        reply, _ = self._exchange(data, request_id, None, None)
         if reply.get("status") == STATUS_ERROR:
             error = _error_fields(reply)
             self._stop("start failed", grace=STOP_GRACE)
@@ -235,6 +259,9 @@ class PodProcess:
             or type(description.get("functions")) is not list
         ):
             self._fail_protocol("the describe reply is malformed")
+        self._options = codec.CodecOptions(
+            pickle=self._pickle, cloudpickle=cloudpickle and description.get("cloudpickle") is True
+        )
         return description
 
     # -- calling ---------------------------------------------------------------------
@@ -267,19 +294,26 @@ class PodProcess:
             PodTimeoutError: no reply within ``timeout`` seconds; the pod was stopped.
         """
         request_id = next(self._ids)
-        data = messages.invoke_request(request_id, function, args, kwargs)
-        reply = self._exchange(data, request_id, function, timeout)
+        parts = messages.invoke_request(request_id, function, args, kwargs, self._options)
+        if len(parts) > 1 and messages.size(parts) > self.max_message_size:
+            raise ValueError(
+                f"the arguments of {function}() take {messages.size(parts)} bytes, more than "
+                f"the maximum message size of {self.max_message_size} bytes (nothing was "
+                "sent; raise PodLoader(max_message_size=...) to allow it)"
+            )
+        reply, attachments = self._exchange(parts, request_id, function, timeout)
+        del parts
         if reply["status"] == STATUS_DONE:
             value = reply.get("value")
             if type(value) in codec.DECODES_TO_ITSELF:  # the common case: skip the codec
                 return value
-            return self._decode_value(reply, function)
+            return self._decode_value(reply, function, attachments)
         raise self._error(_error_fields(reply), function)
 
     def _exchange(
-        self, data: bytes, request_id: int, function: str | None, timeout: float | None
-    ) -> dict[str, Any]:
-        """Send one request and return its reply, holding the call lock.
+        self, parts: messages.Parts, request_id: int, function: str | None, timeout: float | None
+    ) -> tuple[dict[str, Any], list]:
+        """Send one request and return its reply and attachments, holding the call lock.
 
         Raises:
             NotSent: this process was already stopped and its end reported, so the
@@ -303,9 +337,14 @@ class PodProcess:
             if self._exited:
                 self._fail_crashed(function, during=False)
             try:
-                written = os.write(self._wfd, data)
-                if written < len(data):
-                    self._write_rest(data, written)
+                if len(parts) == 1:
+                    data = parts[0]
+                    written = os.write(self._wfd, data)
+                    if written < len(data):
+                        self._write_rest(data, written)
+                else:
+                    wfd = self._wfd
+                    write_all(lambda views: os.writev(wfd, views), parts)
             except BrokenPipeError:
                 self._fail_crashed(function, during=False)
             reply = self._receive(request_id, function, deadline, timeout)
@@ -342,7 +381,7 @@ class PodProcess:
 
     def _receive(
         self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list]:
         reader = self._reader
         try:
             frame = reader.next_frame()
@@ -364,6 +403,14 @@ class PodProcess:
                     reader.wrote(count)
                     frame = reader.next_frame()
             reply = messages.unpack(frame)
+            sizes = messages.attachment_sizes(reply, self.max_message_size)
+            attachments = (
+                read_attachments(
+                    reader, sizes, self._attachment_reader(function, deadline, timeout)
+                )
+                if sizes
+                else []
+            )
         except codec.NestingError as exc:
             # A whole frame, consumed: the stream is in step, only this reply is lost.
             raise codec.NestingError(
@@ -375,7 +422,24 @@ class PodProcess:
             self._fail_protocol(str(exc))
         if reply["id"] != request_id:
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
-        return reply
+        return reply, attachments
+
+    def _attachment_reader(
+        self, function: str | None, deadline: float | None, timeout: float | None
+    ) -> Callable[[memoryview], int]:
+        """``read_into`` for attachments: wakes on a dead pod, honours the deadline."""
+
+        def read_into(view: memoryview) -> int:
+            if self._exited:
+                self._fail_crashed(function, during=True)
+            if deadline is not None:
+                self._wait_readable(function, deadline, timeout)
+            count = os.readv(self._rfd, [view])
+            if not count:
+                self._fail_crashed(function, during=True)
+            return count
+
+        return read_into
 
     def _wait_readable(self, function: str | None, deadline: float, timeout: float | None) -> None:
         poller = self._poller  # used under the call lock only
@@ -391,9 +455,11 @@ class PodProcess:
 
     # -- results and errors -------------------------------------------------------------
 
-    def _decode_value(self, reply: dict[str, Any], function: str | None = None) -> Any:
+    def _decode_value(
+        self, reply: dict[str, Any], function: str | None = None, attachments: Sequence = ()
+    ) -> Any:
         try:
-            return codec.decode(reply.get("value"))
+            return codec.decode(reply.get("value"), options=self._options, attachments=attachments)
         except codec.NestingError as exc:
             raise codec.NestingError(
                 f"the result of {function}() could not be received: {exc}"
@@ -401,7 +467,7 @@ class PodProcess:
         except codec.DecodeError as exc:
             # The frame was whole, so the stream is in step: refuse this value only.
             raise PodProtocolError(
-                f"pod {self.pod!r} sent a value this client cannot decode ({exc})"
+                f"the result of {function}() in pod {self.pod!r} cannot be received here: {exc}"
             ) from None
 
     def _error(self, error: dict[str, Any], function: str | None) -> PodError:
@@ -485,7 +551,7 @@ class PodProcess:
                 if not self._exited:
                     request_id = next(self._ids)
                     try:
-                        self._write_rest(messages.request(OP_SHUTDOWN, request_id), 0)
+                        self._write_rest(messages.request(OP_SHUTDOWN, request_id)[0], 0)
                         self._receive(request_id, None, time.monotonic() + timeout, timeout)
                     except (PodError, OSError):
                         pass

@@ -60,9 +60,18 @@ class PodLoader:
         timeout: default limit, in seconds, for each call; None for no limit. A call
             that runs past it raises ``PodTimeoutError`` and the pod is restarted.
         env: extra environment variables for the pod process.
+        pickle: let values of types PyPods does not carry natively cross as pickles
+            (cloudpickle when both sides have it). Off by default: unpickling runs
+            code chosen by the other side, and pickles tie both sides to compatible
+            versions of every pickled class. Functions are never sent as arguments.
+        max_message_size: the most bytes one message (a call's arguments, or a
+            result) may take, in both directions; larger ones are refused before
+            they are sent, and a peer announcing more is treated as broken. Default:
+            this machine's physical memory.
 
     Raises:
-        ValueError: ``pod_name`` is not a valid pod name, or ``timeout`` is not positive.
+        ValueError: ``pod_name`` is not a valid pod name, or ``timeout`` or
+            ``max_message_size`` is not positive.
         TypeError: ``namespace`` or ``env`` has the wrong type.
 
     Example::
@@ -82,8 +91,12 @@ class PodLoader:
         python: str | os.PathLike[str] | None = None,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        pickle: bool = False,
+        max_message_size: int | None = None,
     ) -> None:
         validate_pod_name(pod_name)
+        if not isinstance(pickle, bool):
+            raise TypeError(f"pickle must be True or False, not {type(pickle).__name__}")
         if namespace is not None and not isinstance(namespace, MutableMapping):
             raise TypeError(
                 f"namespace must be a dict such as globals(), not {type(namespace).__name__}"
@@ -104,6 +117,8 @@ class PodLoader:
         self.python = python
         self.timeout = timeout
         self.env = env
+        self.pickle = pickle
+        self.max_message_size = _check_message_size(max_message_size)
         self._lock = threading.RLock()
         self._slot = _ProcessSlot()
         # At exit, client.py shuts every pod down at once; this is for loaders dropped
@@ -251,6 +266,8 @@ class PodLoader:
             pod_dir=str(self.folder.path),
             pods_dir=str(self.folder.pods_dir),
             env=environment.process_env(self.env),
+            pickle=self.pickle,
+            max_message_size=self.max_message_size,
         )
 
     def _require_loaded(self) -> None:
@@ -342,6 +359,28 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: The smallest ``max_message_size`` accepted: room for any describe reply.
+MIN_MESSAGE_SIZE = 1 << 16
+
+
+def _check_message_size(size: int | None) -> int:
+    if size is None:
+        return default_max_message_size()
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"max_message_size must be a number of bytes, not {type(size).__name__}")
+    if size < MIN_MESSAGE_SIZE:
+        raise ValueError(f"max_message_size must be at least {MIN_MESSAGE_SIZE} bytes, not {size}")
+    return size
+
+
+def default_max_message_size() -> int:
+    """This machine's physical memory: no message larger than that can be held anyway."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
 
 
 def _check_timeout(timeout: float | None) -> float | None:

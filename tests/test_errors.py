@@ -21,6 +21,7 @@ from pypods import (
     PodTimeoutError,
     RemoteError,
 )
+from pypods.runtime.protocol import PROTOCOL_VERSION
 
 from .conftest import kill, pid_alive, wait_until, write_pod
 
@@ -287,7 +288,9 @@ def test_a_runtime_speaking_another_protocol_is_refused(pods_dir):
     site = next((pods_dir / "stale" / "venv" / "lib").glob("python*/site-packages"))
     protocol = site / "_pypods_runtime" / "protocol.py"
     protocol.write_text(
-        protocol.read_text().replace("PROTOCOL_VERSION = 1", "PROTOCOL_VERSION = 99")
+        protocol.read_text().replace(
+            f"PROTOCOL_VERSION = {PROTOCOL_VERSION}", "PROTOCOL_VERSION = 99"
+        )
     )
     with pytest.raises(PodStartError, match="protocol mismatch"):
         PodLoader("stale", pods_dir=pods_dir).load_pod()

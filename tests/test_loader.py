@@ -173,8 +173,8 @@ def test_values_arrive_in_the_pod_with_their_types(toolbox):
 
 def test_unsendable_argument_raises_type_error_and_the_pod_stays_usable(toolbox):
     pid = toolbox.get_pid()
-    with pytest.raises(TypeError, match=r"set \(at args\[0\]\['x'\]\)"):
-        toolbox.echo({"x": {1, 2}})
+    with pytest.raises(TypeError, match=r"ellipsis \(at args\[0\]\['x'\]\[1\]\)"):
+        toolbox.echo({"x": [1, ...]})
     with pytest.raises(TypeError, match=r"object \(at kwargs\['k'\]\)"):
         toolbox.describe_args(k=object())
     assert toolbox.add(1, 1) == 2 and toolbox.get_pid() == pid
@@ -183,7 +183,8 @@ def test_unsendable_argument_raises_type_error_and_the_pod_stays_usable(toolbox)
 def test_unsendable_result_raises_type_error_and_the_pod_stays_usable(toolbox):
     pid = toolbox.get_pid()
     with pytest.raises(
-        TypeError, match=r"return_unsendable\(\) returned.*set.*result\['bad'\]\[1\]"
+        TypeError,
+        match=r"return_unsendable\(\) returned.*list_iterator.*result\['bad'\]\[1\]",
     ):
         toolbox.return_unsendable()
     with pytest.raises(ValueError, match="contains itself"):

@@ -1,6 +1,6 @@
 """Entry point of a pod process.
 
-    python -s -m _pypods_runtime --out-fd N --pod-dir DIR --pods-dir DIR
+    python -s -m _pypods_runtime --out-fd N --pod-dir DIR --pods-dir DIR --max-message-size N
 
 Started by the client with the protocol on stdin/stdout and, as ``--out-fd``, the
 write end of the pipe that becomes the pod's stdout. Imports nothing but the stdlib
@@ -12,7 +12,7 @@ import sys
 
 def _parse(argv: list) -> dict:
     options = {}
-    names = ("--out-fd", "--pod-dir", "--pods-dir")
+    names = ("--out-fd", "--pod-dir", "--pods-dir", "--max-message-size")
     it = iter(argv)
     for arg in it:
         if arg not in names:
@@ -34,7 +34,13 @@ def main() -> int:
     except ImportError as exc:
         sys.stderr.write(f"pypods pod runtime: cannot start: {exc}\n")
         return 3
-    run(read_fd, write_fd, pod_dir=options["pod_dir"], pods_dir=options["pods_dir"])
+    run(
+        read_fd,
+        write_fd,
+        pod_dir=options["pod_dir"],
+        pods_dir=options["pods_dir"],
+        max_message_size=int(options["max_message_size"]),
+    )
 
 
 if __name__ == "__main__":

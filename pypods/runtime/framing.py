@@ -15,7 +15,9 @@ out whole frames. Two paths keep copying down:
 
 from __future__ import annotations
 
+import mmap
 import struct
+from typing import Callable, Union
 
 from .protocol import MAX_FRAME_SIZE, MIN_FRAME_SIZE
 
@@ -93,6 +95,22 @@ class FrameReader:
             self._absorb_whole()
             self._buf += data
 
+    def take_into(self, view: memoryview) -> int:
+        """Move bytes already received (and not part of a frame) into ``view``.
+
+        For raw attachments that follow a frame: the caller reads the rest of each
+        one straight into its buffer. Returns how many bytes were moved.
+        """
+        if self._big is not None:
+            raise ValueError("take_into() while a frame is incomplete")
+        self._absorb_whole()
+        buf = self._buf
+        count = min(len(view), len(buf))
+        if count:
+            view[:count] = buf[:count]
+            del buf[:count]
+        return count
+
     def writable(self) -> memoryview | None:
         """The unfilled part of a large frame's buffer, or None when none is in progress."""
         big_view = self._big_view
@@ -160,3 +178,73 @@ class FrameReader:
         if frame[-1] != 0:
             raise FrameError("frame does not end with a NUL byte: the stream is corrupt")
         return frame
+
+
+#: A buffer an attachment is read into: it becomes the memory of the decoded value.
+Buffer = Union[bytearray, mmap.mmap]
+
+#: Attachments at least this large are read into anonymous memory maps rather than
+#: bytearrays: no zero-filling pass before the data arrives, and pages that a lying
+#: size announced but no data filled are never touched.
+MAP_MIN = 1 << 20
+
+
+def allocate(size: int) -> Buffer:
+    """A writable buffer of ``size`` bytes for an incoming attachment."""
+    if size >= MAP_MIN:
+        return mmap.mmap(-1, size)
+    return bytearray(size)
+
+
+def read_attachments(
+    reader: FrameReader, sizes: list[int], read_into: Callable[[memoryview], int]
+) -> list[Buffer]:
+    """Read the raw attachments that follow a frame, each into a buffer of its own.
+
+    ``read_into(view)`` reads at most ``len(view)`` bytes from the stream into
+    ``view`` and returns the count (0 at end-of-file). Bytes the reader already holds
+    are used first.
+
+    Raises:
+        EOFError: the stream ended inside an attachment.
+    """
+    buffers: list[Buffer] = []
+    for size in sizes:
+        buffer = allocate(size)
+        view = memoryview(buffer)
+        filled = reader.take_into(view)
+        while filled < size:
+            count = read_into(view[filled:])
+            if not count:
+                raise EOFError(f"the stream ended inside an attachment of {size} bytes")
+            filled += count
+        view.release()
+        buffers.append(buffer)
+    return buffers
+
+
+def write_all(write: Callable[[list], int], parts: list) -> None:
+    """Write every byte of ``parts`` with a vectored ``write`` (``os.writev``-like).
+
+    Large attachments are written from their own memory; partial writes resume where
+    they stopped.
+    """
+    views = [memoryview(part).cast("B") if not isinstance(part, bytes) else part for part in parts]
+    while views:
+        batch = views[:_IOV_MAX]
+        written = write(batch)
+        while written:
+            first = views[0]
+            if written >= len(first):
+                written -= len(first)
+                del views[0]
+            else:
+                views[0] = memoryview(first)[written:]
+                written = 0
+        while views and not len(views[0]):
+            del views[0]
+
+
+#: How many buffers one writev call may take (POSIX guarantees at least 16; Linux
+#: and macOS allow 1024).
+_IOV_MAX = 512

@@ -7,7 +7,7 @@ client and the pod server own the file descriptors.
 from __future__ import annotations
 
 import traceback
-from typing import Any, Mapping, Sequence
+from typing import Any, List, Mapping, Sequence
 
 import bson
 
@@ -20,8 +20,11 @@ from .protocol import (
     ERROR_TRACEBACK,
     ERROR_TYPE,
     FIELD_ARGS,
+    FIELD_ATTACHMENTS,
+    FIELD_KWARGS,
     FIELD_PLAIN_ARGS,
     KIND_RAISED,
+    MAX_ATTACHMENTS,
     OP_INVOKE,
     STATUS_DONE,
     STATUS_ERROR,
@@ -68,9 +71,24 @@ def unpack(frame: bytes | bytearray | memoryview) -> dict[str, Any]:
     return doc
 
 
+#: A message ready to write: the BSON document, then its attachments, in order.
+Parts = List[Any]
+
+
+def _with_attachments(doc: dict[str, Any], attachments: list[memoryview]) -> Parts:
+    if attachments:
+        doc[FIELD_ATTACHMENTS] = [view.nbytes for view in attachments]
+        return [bson.encode(doc), *attachments]
+    return [bson.encode(doc)]
+
+
 def invoke_request(
-    request_id: int, function: str, args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> bytes:
+    request_id: int,
+    function: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: codec.CodecOptions = codec.DEFAULT_OPTIONS,
+) -> Parts:
     """Build an ``invoke`` request.
 
     Raises:
@@ -78,55 +96,108 @@ def invoke_request(
         ValueError: an argument contains itself or is nested too deeply.
     """
     doc: dict[str, Any] = {"op": OP_INVOKE, "id": request_id, "fn": function}
-    if args:
-        if codec.all_plain_scalars(args):
-            doc[FIELD_PLAIN_ARGS] = args  # BSON writes a tuple as an array
-        else:
-            doc[FIELD_ARGS] = codec.encode_items(args)
-    if kwargs:
-        doc["kwargs"] = codec.encode_fields(kwargs)
-    try:
-        return bson.encode(doc)
-    except UnicodeEncodeError:
-        # A lone surrogate somewhere: UTF-8 cannot carry it, so redo the values with
-        # the careful encoder, which tags such strings. Rare; costs nothing otherwise.
+    if not kwargs and codec.all_plain_scalars(args):
         if args:
-            doc.pop(FIELD_PLAIN_ARGS, None)
-            doc[FIELD_ARGS] = codec.encode_items(args, "args", True)
-        if kwargs:
-            doc["kwargs"] = codec.encode_fields(kwargs, "kwargs", True)
-        return bson.encode(doc)
+            doc[FIELD_PLAIN_ARGS] = args  # BSON writes a tuple as an array
+        try:
+            return [bson.encode(doc)]
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the careful path below tags it
+    for careful in (False, True):
+        attachments: list[memoryview] = []
+        encoded_args, encoded_kwargs = codec.encode_arguments(
+            args, kwargs, options=options, attachments=attachments, careful=careful
+        )
+        doc.pop(FIELD_PLAIN_ARGS, None)
+        if encoded_args:
+            doc[FIELD_ARGS] = encoded_args
+        if encoded_kwargs:
+            doc[FIELD_KWARGS] = encoded_kwargs
+        try:
+            return _with_attachments(doc, attachments)
+        except UnicodeEncodeError:
+            # A lone surrogate somewhere: UTF-8 cannot carry it, so redo the values with
+            # the careful encoder, which tags such strings. Rare; costs nothing otherwise.
+            if careful:
+                raise
+    raise AssertionError("unreachable")
 
 
-def request(op: str, request_id: int, **fields: Any) -> bytes:
+def request(op: str, request_id: int, **fields: Any) -> Parts:
     """Build a request whose fields are plain BSON values (describe, shutdown)."""
-    return bson.encode({"op": op, "id": request_id, **fields})
+    return [bson.encode({"op": op, "id": request_id, **fields})]
 
 
-def done_reply(request_id: int, value: Any, *, root: str = "result") -> bytes:
+def done_reply(
+    request_id: int,
+    value: Any,
+    *,
+    root: str = "result",
+    options: codec.CodecOptions = codec.DEFAULT_OPTIONS,
+) -> Parts:
     """Build a successful reply carrying ``value``.
 
     Raises:
         UnsupportedTypeError: ``value`` cannot cross.
         ValueError: ``value`` contains itself or is nested too deeply.
     """
-    encoded = value if codec.is_plain_scalar(value) else codec.encode(value, root)
-    doc = {"id": request_id, "status": STATUS_DONE, "value": encoded}
-    try:
-        return bson.encode(doc)
-    except UnicodeEncodeError:  # see invoke_request
-        doc["value"] = codec.encode(value, root, True)
-        return bson.encode(doc)
+    doc = {"id": request_id, "status": STATUS_DONE, "value": value}
+    if codec.is_plain_scalar(value):
+        try:
+            return [bson.encode(doc)]
+        except UnicodeEncodeError:
+            pass
+    for careful in (False, True):
+        attachments: list[memoryview] = []
+        doc["value"] = codec.encode(
+            value, root, options=options, attachments=attachments, careful=careful
+        )
+        try:
+            return _with_attachments(doc, attachments)
+        except UnicodeEncodeError:  # see invoke_request
+            if careful:
+                raise
+    raise AssertionError("unreachable")
 
 
-def error_reply(request_id: int, error: dict[str, Any]) -> bytes:
+def size(parts: Parts) -> int:
+    """The number of bytes a message takes on the wire."""
+    return sum(memoryview(part).nbytes for part in parts)
+
+
+def attachment_sizes(doc: dict[str, Any], limit: int) -> list[int]:
+    """The sizes of the attachments that follow a message's document, checked.
+
+    Raises:
+        ProtocolError: the list is malformed, or the attachments together exceed
+            ``limit`` bytes (the receiver's maximum message size).
+    """
+    sizes = doc.get(FIELD_ATTACHMENTS)
+    if sizes is None:
+        return []
+    if type(sizes) is not list or len(sizes) > MAX_ATTACHMENTS:
+        raise ProtocolError("malformed attachment list")
+    total = 0
+    for item in sizes:
+        if not isinstance(item, int) or type(item) is bool or item < 0:
+            raise ProtocolError(f"malformed attachment size {item!r}")
+        total += item
+    if total > limit:
+        raise ProtocolError(
+            f"the message announces {total} bytes of attachments, more than the maximum "
+            f"message size of {limit} bytes"
+        )
+    return [int(item) for item in sizes]
+
+
+def error_reply(request_id: int, error: dict[str, Any]) -> Parts:
     """Build an error reply from an error document (see ``exception_error``)."""
     doc = {"id": request_id, "status": STATUS_ERROR, "error": error}
     try:
-        return bson.encode(doc)
+        return [bson.encode(doc)]
     except UnicodeEncodeError:  # a message or traceback with a lone surrogate
         safe = {k: _utf8(v) for k, v in error.items()}
-        return bson.encode({**doc, "error": safe})
+        return [bson.encode({**doc, "error": safe})]
 
 
 def _utf8(value: Any) -> Any:
@@ -169,7 +240,9 @@ def _safe_str(exc: BaseException) -> str:
 
 __all__ = [
     "FrameError",
+    "Parts",
     "ProtocolError",
+    "attachment_sizes",
     "done_reply",
     "error_reply",
     "exception_error",
@@ -177,5 +250,6 @@ __all__ = [
     "pack",
     "plain_error",
     "request",
+    "size",
     "unpack",
 ]

@@ -22,10 +22,10 @@ from __future__ import annotations
 #: sends its version in ``describe`` and refuses a pod runtime that answers with another.
 #: Pod venvs outlive upgrades of PyPods, so this check is what turns a stale runtime copy
 #: into a clear error instead of a confusing failure later.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # -- requests (client -> pod) ------------------------------------------------------
-OP_DESCRIBE = "describe"  # {protocol}: reply value is the pod description below
+OP_DESCRIBE = "describe"  # {protocol, pickle, cloudpickle}: reply value is the description
 OP_INVOKE = "invoke"  # {fn, args? | plain_args?, kwargs?}: call a served function
 OP_SHUTDOWN = "shutdown"  # {}: reply, then exit cleanly (atexit handlers run)
 
@@ -38,6 +38,11 @@ REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN})
 FIELD_ARGS = "args"
 FIELD_PLAIN_ARGS = "a"
 FIELD_KWARGS = "kwargs"
+
+# Any message may be followed by raw attachments (large binary payloads, see codec.py):
+# its document then lists their sizes in bytes, in order, under this field, and tagged
+# values inside it refer to them by index.
+FIELD_ATTACHMENTS = "x"
 
 # -- replies (pod -> client) -------------------------------------------------------
 STATUS_DONE = "done"
@@ -55,8 +60,12 @@ KIND_NO_SUCH_FUNCTION = "no-such-function"  # the pod does not serve that name
 KIND_BAD_REQUEST = "bad-request"  # the request was malformed or could not be decoded
 KIND_START_FAILED = "start-failed"  # importing pod.py failed; the pod exits after this
 
-# -- the describe reply's value ------------------------------------------------------
-# {"protocol": int, "python": "3.11.7", "pid": int,
+# -- the describe request and reply -------------------------------------------------
+# The request says whether the client opted into pickle ("pickle": bool) and whether
+# it has cloudpickle ("cloudpickle": bool); pickles are used on the connection only
+# if the client opted in, and cloudpickle only if both sides have it.
+# The reply's value:
+# {"protocol": int, "python": "3.11.7", "pid": int, "cloudpickle": bool,
 #  "functions": [{"name", "func_name", "qualname", "module", "doc", "signature"}, ...]}
 # "name" is the name the function is served under (its global name in pod.py);
 # "func_name" is its ``__name__``, which differs for aliases (``bar = foo``).
@@ -73,6 +82,9 @@ MIN_FRAME_SIZE = 5
 #: reader refuses any prefix above its configured maximum before allocating anything,
 #: so a corrupt or hostile prefix can never cause a huge allocation.
 MAX_FRAME_SIZE = 2**31 - 1
+
+#: The most attachments one message may announce.
+MAX_ATTACHMENTS = 1 << 20
 
 #: How much of a repr is kept when a default value cannot be sent as a value.
 MAX_DEFAULT_REPR = 200

@@ -19,7 +19,8 @@ from typing import Any, Callable, NoReturn
 
 from . import codec, messages
 from .describe import ServedNamesError, describe_function, served_functions
-from .framing import READ_SIZE, FrameError, FrameReader
+from .framing import READ_SIZE, FrameError, FrameReader, read_attachments, write_all
+from .pickling import cloudpickle_available
 from .protocol import (
     FIELD_ARGS,
     FIELD_KWARGS,
@@ -28,6 +29,7 @@ from .protocol import (
     KIND_NO_SUCH_FUNCTION,
     KIND_RAISED,
     KIND_START_FAILED,
+    MAX_FRAME_SIZE,
     OP_DESCRIBE,
     OP_INVOKE,
     OP_SHUTDOWN,
@@ -50,11 +52,19 @@ class PodServer:
     """Serves the functions of one pod.py over a pair of file descriptors."""
 
     def __init__(
-        self, read_fd: int, write_fd: int, *, pod_file: str, flush_output: Callable[[], None]
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        pod_file: str,
+        flush_output: Callable[[], None],
+        max_message_size: int = MAX_FRAME_SIZE,
     ) -> None:
         self._read_fd = read_fd
         self._write_fd = write_fd
-        self._reader = FrameReader()
+        self._max_message_size = max_message_size
+        self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
+        self._options = codec.DEFAULT_OPTIONS
         self._pod_file = pod_file
         self._flush_output = flush_output
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -84,15 +94,16 @@ class PodServer:
         receive = self._receive
         while True:
             try:
-                message = receive()
-            except (FrameError, messages.ProtocolError) as exc:
+                received = receive()
+            except (FrameError, messages.ProtocolError, codec.DecodeError, EOFError) as exc:
                 _report(f"the client sent a corrupt message ({exc}); exiting")
                 return 2
-            if message is None:
+            if received is None:
                 return 0  # the client closed the connection: it is gone or done
+            message, attachments = received
             op = message.get("op")
             if op == OP_INVOKE:
-                self._invoke(message)
+                self._invoke(message, attachments)
             elif op == OP_DESCRIBE:
                 if not self._describe(message):
                     return 1
@@ -119,16 +130,22 @@ class PodServer:
             )
             self._reply(messages.error_reply(request_id, error))
             return False
+        cloudpickle = cloudpickle_available()
+        self._options = codec.CodecOptions(
+            pickle=message.get("pickle") is True,
+            cloudpickle=cloudpickle and message.get("cloudpickle") is True,
+        )
         description = {
             "protocol": PROTOCOL_VERSION,
             "python": platform.python_version(),
             "pid": os.getpid(),
+            "cloudpickle": cloudpickle,
             "functions": [describe_function(n, f) for n, f in self._functions.items()],
         }
         self._reply(messages.done_reply(request_id, description, root="description"))
         return True
 
-    def _invoke(self, message: dict[str, Any]) -> None:
+    def _invoke(self, message: dict[str, Any], attachments: list) -> None:
         request_id = message["id"]
         name = message.get("fn")
         function = self._functions.get(name) if type(name) is str else None
@@ -143,21 +160,25 @@ class PodServer:
         try:
             if args is None:
                 args = message.get(FIELD_ARGS)
-                args = codec.decode(args) if args is not None else ()
+                if args is not None or kwargs is not None:
+                    decoding = codec.Decoding(self._options, attachments)
+                    args = decoding.value(args) if args is not None else ()
+                    if kwargs is not None:
+                        kwargs = decoding.value(kwargs)
+                else:
+                    args = ()
             elif type(args) is not list:
                 raise codec.DecodeError("plain arguments must be a list")
-            if kwargs is not None:
-                kwargs = codec.decode(kwargs)
             if type(args) not in _ARGS_TYPES or (kwargs is not None and type(kwargs) is not dict):
                 raise codec.DecodeError("args must be a list and kwargs a dict")
-        except codec.NestingError as exc:
-            error = messages.plain_error(
-                KIND_RAISED, "ValueError", f"the arguments of {name}() could not be received: {exc}"
-            )
-            self._reply(messages.error_reply(request_id, error))
+        except RecursionError:
+            self._refuse_arguments(request_id, name, "they are nested too deeply to rebuild here")
             return
         except codec.DecodeError as exc:
-            error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", str(exc))
+            self._refuse_arguments(request_id, name, str(exc))
+            return
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", f"malformed value: {exc}")
             self._reply(messages.error_reply(request_id, error))
             return
         try:
@@ -170,7 +191,13 @@ class PodServer:
             self._reply(messages.error_reply(request_id, messages.exception_error(exc)))
             return
         try:
-            reply = messages.done_reply(request_id, result)
+            reply = messages.done_reply(request_id, result, options=self._options)
+            total = messages.size(reply)
+            if total > self._max_message_size:
+                raise ValueError(
+                    f"it is {total} bytes, more than the client's maximum message size "
+                    f"of {self._max_message_size} bytes (PodLoader(max_message_size=...))"
+                )
         except Exception as exc:  # TypeError/ValueError from the codec, or from bson
             error = messages.plain_error(
                 KIND_RAISED,
@@ -178,11 +205,19 @@ class PodServer:
                 f"{name}() returned a value that cannot cross back to the client: {exc}",
             )
             reply = messages.error_reply(request_id, error)
+        del result
         self._reply(reply)
+
+    def _refuse_arguments(self, request_id: int, name: Any, problem: str) -> None:
+        """Answer a request whose arguments arrived whole but cannot be rebuilt here."""
+        error = messages.plain_error(
+            KIND_RAISED, "TypeError", f"the arguments of {name}() could not be received: {problem}"
+        )
+        self._reply(messages.error_reply(request_id, error))
 
     # -- I/O -----------------------------------------------------------------------------
 
-    def _receive(self) -> dict[str, Any] | None:
+    def _receive(self) -> tuple[dict[str, Any], list] | None:
         reader = self._reader
         frame = reader.next_frame()
         while frame is None:
@@ -198,15 +233,23 @@ class PodServer:
                     return None
                 reader.wrote(count)
                 frame = reader.next_frame()
-        return messages.unpack(frame)
+        message = messages.unpack(frame)
+        sizes = messages.attachment_sizes(message, self._max_message_size)
+        if not sizes:
+            return message, []
+        read_fd = self._read_fd
+        return message, read_attachments(reader, sizes, lambda view: os.readv(read_fd, [view]))
 
-    def _reply(self, data: bytes) -> None:
+    def _reply(self, parts: messages.Parts) -> None:
         self._flush_output()
-        written = os.write(self._write_fd, data)
-        if written < len(data):
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self._write_fd, view) :]
+        if len(parts) == 1:
+            data = parts[0]
+            written = os.write(self._write_fd, data)
+            if written < len(data):
+                write_all(lambda views: os.write(self._write_fd, views[0]), [data[written:]])
+        else:
+            write_fd = self._write_fd
+            write_all(lambda views: os.writev(write_fd, views), parts)
 
 
 def _import_pod(pod_file: str) -> types.ModuleType:
@@ -278,7 +321,9 @@ def setup_import_path(pod_dir: str, pods_dir: str) -> None:
         sys.path.append(parent)
 
 
-def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> NoReturn:
+def run(
+    read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str, max_message_size: int
+) -> NoReturn:
     """Run a pod whose protocol is already on private descriptors, then end the process."""
     from .stdio import output_flusher
 
@@ -286,7 +331,11 @@ def run(read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str) -> NoReturn
     setup_import_path(pod_dir, pods_dir)
     flush = output_flusher()
     server = PodServer(
-        read_fd, write_fd, pod_file=os.path.join(pod_dir, "pod.py"), flush_output=flush
+        read_fd,
+        write_fd,
+        pod_file=os.path.join(pod_dir, "pod.py"),
+        flush_output=flush,
+        max_message_size=max_message_size,
     )
     server.load()
     try:

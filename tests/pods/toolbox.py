@@ -109,7 +109,7 @@ def nest_dicts(levels):
 
 
 def return_unsendable():
-    return {"fine": 1, "bad": [1, {2, 3}]}
+    return {"fine": 1, "bad": [1, {2, iter([])}]}
 
 
 def return_self_referencing():
