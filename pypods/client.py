@@ -403,10 +403,10 @@ class PodProcess:
                     reader.wrote(count)
                     frame = reader.next_frame()
             reply = messages.unpack(frame)
-            sizes = messages.attachment_sizes(reply, self.max_message_size)
+            sizes, immutable = messages.attachment_sizes(reply, self.max_message_size)
             attachments = (
                 read_attachments(
-                    reader, sizes, self._attachment_reader(function, deadline, timeout)
+                    reader, sizes, self._attachment_reader(function, deadline, timeout), immutable
                 )
                 if sizes
                 else []

@@ -31,9 +31,8 @@ def through_bson(value, options=codec.DEFAULT_OPTIONS):
         rest = rest[count:]
         return count
 
-    attachments = framing.read_attachments(
-        reader, messages.attachment_sizes(doc, 1 << 40), read_into
-    )
+    sizes, immutable = messages.attachment_sizes(doc, 1 << 40)
+    attachments = framing.read_attachments(reader, sizes, read_into, immutable)
     assert not rest, "every attachment byte is consumed"
     return codec.decode(doc["value"], options=options, attachments=attachments)
 

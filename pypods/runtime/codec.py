@@ -227,7 +227,7 @@ class Encoding:
     def __init__(
         self,
         options: CodecOptions = DEFAULT_OPTIONS,
-        attachments: list[memoryview] | None = None,
+        attachments: list[Any] | None = None,
         *,
         careful: bool = False,
         arguments: bool = False,
@@ -302,18 +302,29 @@ class Encoding:
         return [value(x, depth) for x in values]
 
     def binary(self, doc: dict, data: Any) -> dict:
-        """Put ``data`` (bytes-like) in ``doc``: inline as "v" if small, else attached as "x"."""
+        """Put ``data`` (bytes-like) in ``doc``: inline as "v" if small, else attached as "x".
+
+        ``bytes`` are attached as they are, and the receiver reads them back as
+        ``bytes``; anything else as a byte view, read back into a writable buffer.
+        """
+        if type(data) is bytes:
+            if len(data) < ATTACH_MIN or self.attachments is None:
+                doc["v"] = data
+            else:
+                doc["x"] = self.attach(data)
+            return doc
         view = memoryview(data)
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
         if view.nbytes < ATTACH_MIN or self.attachments is None:
-            doc["v"] = data if type(data) is bytes else view.tobytes()
+            doc["v"] = view.tobytes()
         else:
             doc["x"] = self.attach(view)
         return doc
 
-    def attach(self, view: memoryview) -> int:
-        """Add a raw buffer to send after the document; return its index."""
+    def attach(self, view: Any) -> int:
+        """Add a raw buffer (bytes, or a byte memoryview) to send after the document;
+        return its index."""
         attachments = self.attachments
         if attachments is None:
             raise Unsupported("this value is too large to be sent here")
@@ -335,7 +346,7 @@ def encode(
     root: str = "value",
     *,
     options: CodecOptions = DEFAULT_OPTIONS,
-    attachments: list[memoryview] | None = None,
+    attachments: list[Any] | None = None,
     careful: bool = False,
 ) -> Any:
     """Return a BSON-safe value that ``decode`` turns back into ``value``.
@@ -365,7 +376,7 @@ def encode_arguments(
     kwargs: Mapping[str, Any],
     *,
     options: CodecOptions = DEFAULT_OPTIONS,
-    attachments: list[memoryview] | None = None,
+    attachments: list[Any] | None = None,
     careful: bool = False,
 ) -> tuple[list, dict]:
     """Encode a call's positional and keyword arguments.

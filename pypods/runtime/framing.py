@@ -15,9 +15,10 @@ out whole frames. Two paths keep copying down:
 
 from __future__ import annotations
 
+import io
 import mmap
 import struct
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from .protocol import MAX_FRAME_SIZE, MIN_FRAME_SIZE
 
@@ -190,37 +191,69 @@ MAP_MIN = 1 << 20
 
 
 def allocate(size: int) -> Buffer:
-    """A writable buffer of ``size`` bytes for an incoming attachment."""
-    if size >= MAP_MIN:
-        return mmap.mmap(-1, size)
-    return bytearray(size)
+    """A writable buffer of ``size`` bytes for an incoming attachment (private
+    anonymous memory for large ones: its pages are only touched as data arrives)."""
+    if size < MAP_MIN:
+        return bytearray(size)
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    return mmap.mmap(-1, size, flags=flags) if flags else mmap.mmap(-1, size)
 
 
 def read_attachments(
-    reader: FrameReader, sizes: list[int], read_into: Callable[[memoryview], int]
-) -> list[Buffer]:
+    reader: FrameReader,
+    sizes: list[int],
+    read_into: Callable[[memoryview], int],
+    immutable: frozenset[int] = frozenset(),
+) -> list[Buffer | bytes]:
     """Read the raw attachments that follow a frame, each into a buffer of its own.
 
     ``read_into(view)`` reads at most ``len(view)`` bytes from the stream into
     ``view`` and returns the count (0 at end-of-file). Bytes the reader already holds
-    are used first.
+    are used first. Attachments listed in ``immutable`` come back as ``bytes``, read
+    straight into the bytes object; the others as writable buffers.
 
     Raises:
         EOFError: the stream ended inside an attachment.
     """
-    buffers: list[Buffer] = []
-    for size in sizes:
+    source = _Source(reader, read_into)
+    buffers: list[Buffer | bytes] = []
+    for index, size in enumerate(sizes):
+        if index in immutable:
+            # BufferedReader.read(n) allocates the bytes object and has the raw
+            # stream read into it directly; a 1-byte buffer means it never reads
+            # past the attachment's end.
+            data = io.BufferedReader(source, buffer_size=1).read(size)
+            if len(data) < size:
+                raise EOFError(f"the stream ended inside an attachment of {size} bytes")
+            buffers.append(data)
+            continue
         buffer = allocate(size)
         view = memoryview(buffer)
-        filled = reader.take_into(view)
+        filled = 0
         while filled < size:
-            count = read_into(view[filled:])
+            count = source.readinto(view[filled:])
             if not count:
                 raise EOFError(f"the stream ended inside an attachment of {size} bytes")
             filled += count
         view.release()
         buffers.append(buffer)
     return buffers
+
+
+class _Source(io.RawIOBase):
+    """The stream as a raw file: first what the reader holds, then ``read_into``."""
+
+    def __init__(self, reader: FrameReader, read_into: Callable[[memoryview], int]) -> None:
+        super().__init__()
+        self._reader = reader
+        self._read_into = read_into
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+        return self._reader.take_into(view) or self._read_into(view)
 
 
 def write_all(write: Callable[[list], int], parts: list) -> None:

@@ -21,6 +21,7 @@ from .protocol import (
     ERROR_TYPE,
     FIELD_ARGS,
     FIELD_ATTACHMENTS,
+    FIELD_IMMUTABLE,
     FIELD_KWARGS,
     FIELD_PLAIN_ARGS,
     KIND_RAISED,
@@ -75,9 +76,12 @@ def unpack(frame: bytes | bytearray | memoryview) -> dict[str, Any]:
 Parts = List[Any]
 
 
-def _with_attachments(doc: dict[str, Any], attachments: list[memoryview]) -> Parts:
+def _with_attachments(doc: dict[str, Any], attachments: list[Any]) -> Parts:
     if attachments:
-        doc[FIELD_ATTACHMENTS] = [view.nbytes for view in attachments]
+        doc[FIELD_ATTACHMENTS] = [len(part) for part in attachments]
+        immutable = [i for i, part in enumerate(attachments) if type(part) is bytes]
+        if immutable:
+            doc[FIELD_IMMUTABLE] = immutable
         return [bson.encode(doc), *attachments]
     return [bson.encode(doc)]
 
@@ -104,7 +108,7 @@ def invoke_request(
         except UnicodeEncodeError:
             pass  # a lone surrogate: the careful path below tags it
     for careful in (False, True):
-        attachments: list[memoryview] = []
+        attachments: list[Any] = []
         encoded_args, encoded_kwargs = codec.encode_arguments(
             args, kwargs, options=options, attachments=attachments, careful=careful
         )
@@ -148,7 +152,7 @@ def done_reply(
         except UnicodeEncodeError:
             pass
     for careful in (False, True):
-        attachments: list[memoryview] = []
+        attachments: list[Any] = []
         doc["value"] = codec.encode(
             value, root, options=options, attachments=attachments, careful=careful
         )
@@ -165,16 +169,17 @@ def size(parts: Parts) -> int:
     return sum(memoryview(part).nbytes for part in parts)
 
 
-def attachment_sizes(doc: dict[str, Any], limit: int) -> list[int]:
-    """The sizes of the attachments that follow a message's document, checked.
+def attachment_sizes(doc: dict[str, Any], limit: int) -> tuple[list[int], frozenset[int]]:
+    """The sizes of the attachments that follow a message's document, checked, and
+    the indexes of those to be read as ``bytes``.
 
     Raises:
-        ProtocolError: the list is malformed, or the attachments together exceed
+        ProtocolError: the lists are malformed, or the attachments together exceed
             ``limit`` bytes (the receiver's maximum message size).
     """
     sizes = doc.get(FIELD_ATTACHMENTS)
     if sizes is None:
-        return []
+        return [], frozenset()
     if type(sizes) is not list or len(sizes) > MAX_ATTACHMENTS:
         raise ProtocolError("malformed attachment list")
     total = 0
@@ -187,7 +192,12 @@ def attachment_sizes(doc: dict[str, Any], limit: int) -> list[int]:
             f"the message announces {total} bytes of attachments, more than the maximum "
             f"message size of {limit} bytes"
         )
-    return [int(item) for item in sizes]
+    immutable = doc.get(FIELD_IMMUTABLE, [])
+    if type(immutable) is not list or not all(
+        type(i) is int and 0 <= i < len(sizes) for i in immutable
+    ):
+        raise ProtocolError("malformed list of bytes attachments")
+    return [int(item) for item in sizes], frozenset(immutable)
 
 
 def error_reply(request_id: int, error: dict[str, Any]) -> Parts:

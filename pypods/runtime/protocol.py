@@ -43,6 +43,9 @@ FIELD_KWARGS = "kwargs"
 # its document then lists their sizes in bytes, in order, under this field, and tagged
 # values inside it refer to them by index.
 FIELD_ATTACHMENTS = "x"
+# The indexes of the attachments that the receiver should read as ``bytes`` (the
+# others become writable buffers that arrays use in place).
+FIELD_IMMUTABLE = "xb"
 
 # -- replies (pod -> client) -------------------------------------------------------
 STATUS_DONE = "done"

@@ -234,11 +234,14 @@ class PodServer:
                 reader.wrote(count)
                 frame = reader.next_frame()
         message = messages.unpack(frame)
-        sizes = messages.attachment_sizes(message, self._max_message_size)
+        sizes, immutable = messages.attachment_sizes(message, self._max_message_size)
         if not sizes:
             return message, []
         read_fd = self._read_fd
-        return message, read_attachments(reader, sizes, lambda view: os.readv(read_fd, [view]))
+        attachments = read_attachments(
+            reader, sizes, lambda view: os.readv(read_fd, [view]), immutable
+        )
+        return message, attachments
 
     def _reply(self, parts: messages.Parts) -> None:
         self._flush_output()
