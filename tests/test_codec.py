@@ -9,10 +9,12 @@ from collections import OrderedDict
 import bson
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pypods.runtime import codec, framing, messages
 from pypods.runtime.codec import TAG, DecodeError, UnsupportedTypeError
+
+from . import values
+from .values import assert_same
 
 
 def through_bson(value, options=codec.DEFAULT_OPTIONS):
@@ -35,28 +37,6 @@ def through_bson(value, options=codec.DEFAULT_OPTIONS):
     attachments = framing.read_attachments(reader, sizes, read_into, immutable)
     assert not rest, "every attachment byte is consumed"
     return codec.decode(doc["value"], options=options, attachments=attachments)
-
-
-def assert_same(original, returned):
-    """Equal in value and in type, all the way down (nan equals nan here)."""
-    assert type(returned) is type(original), (original, returned)
-    if isinstance(original, float) and math.isnan(original):
-        assert math.isnan(returned)
-    elif isinstance(original, (list, tuple)):
-        assert len(returned) == len(original)
-        for a, b in zip(original, returned):
-            assert_same(a, b)
-    elif isinstance(original, dict):
-        assert list(returned) == list(original)
-        for key in original:
-            assert_same(original[key], returned[key])
-    else:
-        assert returned == original
-        if isinstance(original, dt.datetime):
-            assert returned.tzinfo == original.tzinfo
-            assert returned.fold == original.fold
-            if original.tzinfo is not None:
-                assert returned.tzname() == original.tzname()
 
 
 EXACT_VALUES = [
@@ -225,39 +205,16 @@ def test_decoder_refuses_what_the_encoder_never_produces(bad):
 
 # -- property-based ----------------------------------------------------------------
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(),
-    st.binary(),
-    st.datetimes(),
-    st.datetimes(
-        timezones=st.builds(
-            dt.timezone,
-            st.timedeltas(
-                min_value=dt.timedelta(hours=-23, minutes=-59),
-                max_value=dt.timedelta(hours=23, minutes=59),
-            ),
-        )
-    ),
-)
-keys = st.one_of(st.text(), st.integers(), st.booleans(), st.none(), st.tuples(st.integers()))
-values = st.recursive(
-    scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=5),
-        st.lists(children, max_size=5).map(tuple),
-        st.dictionaries(keys, children, max_size=5),
-        st.dictionaries(st.sampled_from([TAG, "$ref", "$id", "v", "a\x00"]), children, max_size=3),
-    ),
-    max_leaves=25,
-)
-
 
 @settings(max_examples=300, deadline=None)
-@given(values)
+@given(values.values_with_arrays)
 def test_any_supported_value_round_trips(value):
     assert_same(value, through_bson(value))
+
+
+@settings(max_examples=50, deadline=None)
+@given(values.values_with_arrays)
+def test_any_supported_value_round_trips_with_pickle_enabled(value):
+    """Enabling pickle changes nothing for types the codec carries itself."""
+    options = codec.CodecOptions(pickle=True)
+    assert_same(value, through_bson(value, options))
