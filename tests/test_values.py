@@ -19,7 +19,7 @@ import pytest
 import zoneinfo
 from hypothesis import HealthCheck, given, settings
 
-from pypods import PodLoader, PodProtocolError, RemoteError
+from pypods import PodLoader, RemoteError
 
 from . import values
 from .conftest import HERE, write_pod
