@@ -295,9 +295,10 @@ class PodProcess:
         """
         request_id = next(self._ids)
         parts = messages.invoke_request(request_id, function, args, kwargs, self._options)
-        if len(parts) > 1 and messages.size(parts) > self.max_message_size:
+        total = len(parts[0]) if len(parts) == 1 else messages.size(parts)
+        if total > self.max_message_size:
             raise ValueError(
-                f"the arguments of {function}() take {messages.size(parts)} bytes, more than "
+                f"the arguments of {function}() take {total} bytes, more than "
                 f"the maximum message size of {self.max_message_size} bytes (nothing was "
                 "sent; raise PodLoader(max_message_size=...) to allow it)"
             )

@@ -207,6 +207,8 @@ def test_messages_above_the_maximum_size_are_refused_and_the_pod_stays_usable(
         with pytest.raises(ValueError, match="maximum message size"):
             pod.echo(b"x" * (2 << 20))
         with pytest.raises(ValueError, match="maximum message size"):
+            pod.echo({str(i): i for i in range(200_000)})  # all inside the document
+        with pytest.raises(ValueError, match="maximum message size"):
             pod.sized_bytes(2 << 20)
         assert pod.sized_bytes(1000) == b"x" * 1000 and pod.pid == pid
 
