@@ -47,6 +47,7 @@ from .runtime.protocol import (
     ERROR_MRO,
     ERROR_TRACEBACK,
     ERROR_TYPE,
+    FIELD_ATTACHMENTS,
     KIND_NO_SUCH_FUNCTION,
     KIND_RAISED,
     KIND_START_FAILED,
@@ -404,14 +405,11 @@ class PodProcess:
                     reader.wrote(count)
                     frame = reader.next_frame()
             reply = messages.unpack(frame)
-            sizes, immutable = messages.attachment_sizes(reply, self.max_message_size)
-            attachments = (
-                read_attachments(
-                    reader, sizes, self._attachment_reader(function, deadline, timeout), immutable
-                )
-                if sizes
-                else []
-            )
+            attachments: list = []
+            if FIELD_ATTACHMENTS in reply:
+                sizes, immutable = messages.attachment_sizes(reply, self.max_message_size)
+                read_into = self._attachment_reader(function, deadline, timeout)
+                attachments = read_attachments(reader, sizes, read_into, immutable)
         except codec.NestingError as exc:
             # A whole frame, consumed: the stream is in step, only this reply is lost.
             raise codec.NestingError(

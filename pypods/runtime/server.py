@@ -23,6 +23,7 @@ from .framing import READ_SIZE, FrameError, FrameReader, read_attachments, write
 from .pickling import cloudpickle_available
 from .protocol import (
     FIELD_ARGS,
+    FIELD_ATTACHMENTS,
     FIELD_KWARGS,
     FIELD_PLAIN_ARGS,
     KIND_BAD_REQUEST,
@@ -234,9 +235,9 @@ class PodServer:
                 reader.wrote(count)
                 frame = reader.next_frame()
         message = messages.unpack(frame)
-        sizes, immutable = messages.attachment_sizes(message, self._max_message_size)
-        if not sizes:
+        if FIELD_ATTACHMENTS not in message:
             return message, []
+        sizes, immutable = messages.attachment_sizes(message, self._max_message_size)
         read_fd = self._read_fd
         attachments = read_attachments(
             reader, sizes, lambda view: os.readv(read_fd, [view]), immutable
