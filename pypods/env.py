@@ -331,18 +331,21 @@ def _describe_requirements(path: Path) -> str:
 
 
 def _failure_message(pod: str, folder: PodFolder, installer: str, exc: InstallFailed) -> str:
-    lines = [f"pod {pod!r}: building its venv with {installer} failed: {exc.summary}."]
+    cause = exc.cause
+    what = f"{cause.what}; {exc.summary}" if cause else exc.summary
+    lines = [f"pod {pod!r}: building its venv with {installer} failed: {what}."]
     if exc.requirement:
-        lines.append(f"The requirement that could not be installed: {exc.requirement}.")
-    if _mentions_pymongo(folder.requirements):
+        if cause is not None and cause.network:
+            lines.append(f"The requirement it was looking for: {exc.requirement}.")
+        else:
+            lines.append(f"The requirement that could not be installed: {exc.requirement}.")
+    if _mentions_pymongo(folder.requirements) and cause is None:
         lines.append(
             f"PyPods itself needs {', '.join(RUNTIME_REQUIREMENTS)} in the pod (for bson); a "
             "pinned pymongo must be compatible with that."
         )
-    lines.append(
-        f"Fix {folder.requirements} (or {folder.config_file}), then call load_pod() again: "
-        "nothing of the failed build will be used."
-    )
+    advice = cause.advice if cause else f"Fix {folder.requirements} (or {folder.config_file})"
+    lines.append(f"{advice}, then call load_pod() again: nothing of the failed build will be used.")
     if exc.output:
         lines.append("\nLast lines of the installer's output:\n" + exc.output)
     return "\n".join(lines)

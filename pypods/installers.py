@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import InstallOptions
+from .diagnosis import Cause, Diagnosis, exit_text
 from .interpreters import Interpreter
 from .progress import logger
 
@@ -38,13 +39,27 @@ OnLine = Callable[[str], None]
 
 
 class InstallFailed(Exception):
-    """An installer command failed. Carries what it printed."""
+    """An installer command failed. Carries what it printed, and why, when recognised."""
 
-    def __init__(self, summary: str, output: str, requirement: str | None = None) -> None:
+    def __init__(
+        self,
+        summary: str,
+        output: str,
+        requirement: str | None = None,
+        cause: Cause | None = None,
+    ) -> None:
         super().__init__(summary)
         self.summary = summary
         self.output = output
         self.requirement = requirement
+        self.cause = cause
+
+
+def _failed(summary: str, exc: BaseException) -> InstallFailed:
+    """InstallFailed for an exception raised in this process (virtualenv's)."""
+    diagnosis = Diagnosis()
+    diagnosis.feed(str(exc))
+    return InstallFailed(summary, str(exc), cause=diagnosis.cause(1))
 
 
 def venv_python(venv: Path) -> Path:
@@ -109,11 +124,11 @@ class PipInstaller(Installer):
             on_line(f"virtualenv cannot seed pip here ({exc}); using ensurepip")
             shutil.rmtree(venv, ignore_errors=True)
         except Exception as exc:
-            raise InstallFailed(f"virtualenv could not create the venv: {exc}", str(exc)) from exc
+            raise _failed(f"virtualenv could not create the venv: {exc}", exc) from exc
         try:
             virtualenv.cli_run([*base, "--no-seed"], setup_logging=False)
         except Exception as exc:
-            raise InstallFailed(f"virtualenv could not create the venv: {exc}", str(exc)) from exc
+            raise _failed(f"virtualenv could not create the venv: {exc}", exc) from exc
         run([str(venv_python(venv)), "-m", "ensurepip", "--default-pip"], installer_env(), on_line)
 
     def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
@@ -204,6 +219,7 @@ def run(
         InstallFailed: the command failed or could not be started.
     """
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    diagnosis = Diagnosis()
     try:
         proc = subprocess.Popen(
             command,
@@ -223,6 +239,7 @@ def run(
         for line in proc.stdout:
             line = line.rstrip()
             tail.append(line)
+            diagnosis.feed(line)
             on_line(line)
         returncode = proc.wait()
     except BaseException:
@@ -234,10 +251,18 @@ def run(
     if returncode != 0:
         output = "\n".join(tail)
         raise InstallFailed(
-            f"{Path(command[0]).name} exited with status {returncode}",
+            exit_text(_program_name(command), returncode),
             output,
             failing_requirement(output),
+            diagnosis.cause(returncode),
         )
+
+
+def _program_name(command: list[str]) -> str:
+    """The program's name: its file name, or the module run with ``python -m``."""
+    if len(command) > 2 and command[1] == "-m":
+        return command[2]
+    return Path(command[0]).name
 
 
 _FAILING_REQUIREMENT = [
