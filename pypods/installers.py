@@ -3,7 +3,8 @@
 Both installers honour pip's own configuration (pip.conf files and ``PIP_*``
 variables): pip reads it itself; for uv, which does not, the settings that decide
 what gets installed (index URLs, find-links, no-index, constraints, CA bundle) are
-read with ``pip config list`` and passed on as uv options.
+read with ``pip config list`` and passed on as uv options, and so are pip's network
+retries and timeout.
 """
 
 from __future__ import annotations
@@ -163,9 +164,17 @@ class UvInstaller(Installer):
         env = installer_env()
         env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # never fetch a Python unasked
         env.pop("VIRTUAL_ENV", None)
-        cert = pip_settings().get("cert")
+        settings = pip_settings()
+        cert = settings.get("cert")
         if cert and "SSL_CERT_FILE" not in env:
             env["SSL_CERT_FILE"] = cert
+        # pip's retries and timeout decide how long an unreachable index takes to fail.
+        retries = _whole_number(settings.get("retries"))
+        if retries is not None:
+            env.setdefault("UV_HTTP_RETRIES", str(retries))
+        timeout = _whole_number(settings.get("timeout") or settings.get("default-timeout"))
+        if timeout is not None:
+            env.setdefault("UV_HTTP_TIMEOUT", str(max(timeout, 1)))
         return env
 
 
@@ -387,6 +396,13 @@ def _pip_commands() -> list[list[str]]:
 
 def _split(value: str | None) -> list[str]:
     return value.split() if value else []
+
+
+def _whole_number(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def _truthy(value: str | None) -> bool:

@@ -288,7 +288,7 @@ def test_an_unreachable_index_is_a_clear_install_error(
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("UV_NO_CONFIG", "1")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{closed_port}/simple")
-    monkeypatch.setenv("PIP_RETRIES", "1")
+    monkeypatch.setenv("PIP_RETRIES", "1")  # pip's setting, which uv is given too
     write_pod(
         pods_dir, "cutoff", VERSION_POD, requirements="six==1.16.0\n",
         config=installer_config(installer),
@@ -300,6 +300,11 @@ def test_an_unreachable_index_is_a_clear_install_error(
     assert f"the package index could not be reached at http://127.0.0.1:{closed_port}/" in text
     assert "(Connection refused)" in text
     assert "Check the network" in text and "PIP_INDEX_URL" in text
+    if installer == "uv":
+        assert "after 1 retry" in error.output
+    else:
+        assert "Retrying (Retry(total=0" in error.output
+        assert "Retrying (Retry(total=1" not in error.output
     assert not stamp_exists(pods_dir, "cutoff")
 
     monkeypatch.undo()  # the machine's own configuration again
