@@ -4,7 +4,9 @@ Both installers honour pip's own configuration (pip.conf files and ``PIP_*``
 variables): pip reads it itself; for uv, which does not, the settings that decide
 what gets installed (index URLs, find-links, no-index, constraints, CA bundle) are
 read with ``pip config list`` and passed on as uv options, and so are pip's network
-retries and timeout.
+retries and timeout. Options set inside requirements files keep pip's meaning with
+uv too (a file's ``--index-url`` replaces the configured index, ``--pre`` allows
+pre-releases).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import subprocess
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .config import InstallOptions
 from .diagnosis import Cause, Diagnosis, exit_text
 from .interpreters import Interpreter
 from .progress import logger
+from .requirements import options_used
 
 #: Lines of installer output kept for error messages.
 OUTPUT_TAIL_LINES = 40
@@ -80,8 +83,14 @@ class Installer(ABC):
         """Create an empty venv at ``venv`` (which does not exist) from ``interpreter``."""
 
     @abstractmethod
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
-        """The install command for ``venv``, up to the requirements themselves."""
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
+        """The install command for ``venv``, up to the requirements themselves.
+
+        ``file_options`` are the options the requirements files set themselves
+        (``--index-url``...), which pip applies on top of the command line.
+        """
 
     def env(self) -> dict[str, str]:
         """The environment installer commands run in."""
@@ -100,7 +109,8 @@ class Installer(ABC):
         Raises:
             InstallFailed: the installer failed; the venv must not be used.
         """
-        command = self.install_command(venv, options)
+        file_options = set().union(*(options_used(p) for p in requirement_files))
+        command = self.install_command(venv, options, file_options)
         for path in requirement_files:
             command += ["-r", str(path)]
         command += list(requirements)
@@ -132,7 +142,9 @@ class PipInstaller(Installer):
             raise _failed(f"virtualenv could not create the venv: {exc}", exc) from exc
         run([str(venv_python(venv)), "-m", "ensurepip", "--default-pip"], installer_env(), on_line)
 
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
         command = [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check"]
         command += ["--no-input", "--progress-bar", "off"]
         return command + _option_flags(options)
@@ -153,12 +165,14 @@ class UvInstaller(Installer):
             on_line,
         )
 
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
         # Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, a pod
         # would otherwise recompile every module each time it starts.
         command = [self.uv, "pip", "install", "--python", str(venv_python(venv))]
         command.append("--compile-bytecode")
-        return command + _uv_flags_from_pip_config(options)
+        return command + _uv_flags_from_pip_config(options, file_options)
 
     def env(self) -> dict[str, str]:
         env = installer_env()
@@ -309,16 +323,20 @@ def _option_flags(options: InstallOptions) -> list[str]:
     return flags
 
 
-def _uv_flags_from_pip_config(options: InstallOptions) -> list[str]:
+def _uv_flags_from_pip_config(
+    options: InstallOptions, file_options: Collection[str] = ()
+) -> list[str]:
     settings = pip_settings()
     flags = []
     index_url = options.index_url or settings.get("index-url")
-    if index_url:
+    # A requirements file's --index-url replaces the configured one in pip; in uv the
+    # command line would win instead, so leave it to the file.
+    if index_url and "--index-url" not in file_options:
         flags += ["--index-url", index_url]
     extra_urls = (*_split(settings.get("extra-index-url")), *options.extra_index_urls)
     for url in extra_urls:
         flags += ["--extra-index-url", url]
-    if extra_urls:
+    if extra_urls or "--extra-index-url" in file_options:
         # pip weighs every index equally and takes the best match; uv by default stops
         # at the first index that has the package at all. Keep pip's meaning.
         flags += ["--index-strategy", "unsafe-best-match"]
@@ -328,6 +346,8 @@ def _uv_flags_from_pip_config(options: InstallOptions) -> list[str]:
         flags.append("--no-index")
     for constraint in _split(settings.get("constraint")):
         flags += ["--constraint", constraint]
+    if "--pre" in file_options:
+        flags += ["--prerelease", "allow"]  # uv ignores --pre inside requirements files
     return flags
 
 

@@ -1,9 +1,10 @@
 """Reading requirements files for the little PyPods itself needs to know.
 
 pip (or uv) does the real parsing, with every option pip allows in a requirements
-file. PyPods only needs two things from them: which files a requirements file
-includes (``-r``/``-c``), to fingerprint them all, and the requirement lines
-themselves, for progress messages.
+file. PyPods only needs three things from them: which files a requirements file
+includes (``-r``/``-c``), to fingerprint them all; which options the files set
+(``--index-url``, ``--pre``...), so that uv is told what pip would do; and the
+requirement lines themselves, for progress messages.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Iterator
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
+_OPTION = re.compile(r"^\s*(--?[A-Za-z][\w-]*)")
+#: pip's short spellings of the options that matter here.
+_LONG_NAMES = {"-i": "--index-url", "-f": "--find-links", "-e": "--editable"}
 
 
 def logical_lines(text: str) -> list[str]:
@@ -45,6 +49,17 @@ def walk(path: Path) -> Iterator[tuple[Path, bytes | None]]:
                 yield from visit(file.parent / match.group(1))
 
     yield from visit(path)
+
+
+def options_used(path: Path) -> set[str]:
+    """The long names of the options set in ``path`` and the files it includes."""
+    used = set()
+    for _, content in walk(path):
+        for line in logical_lines((content or b"").decode("utf-8", "replace")):
+            match = _OPTION.match(line)
+            if match:
+                used.add(_LONG_NAMES.get(match.group(1), match.group(1)))
+    return used
 
 
 def requirement_lines(path: Path) -> list[str]:
