@@ -1,7 +1,8 @@
-"""Careless or hostile paths and requirements files.
+"""Careless or hostile names, paths and requirements files.
 
-Odd but valid paths (spaces, non-ASCII) work; requirements files mean what they mean
-to pip, with either installer, or are refused with a clear message.
+Pod names and paths can never lead outside the pods folder; odd but valid paths
+(spaces, non-ASCII) work; requirements files mean what they mean to pip, with either
+installer, or are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pypods import PodInstallError, PodLoader
+from pypods import PodConfigError, PodInstallError, PodLoader
 
 from .conftest import make_wheel, write_pod
 from .packages import write_local_package
@@ -40,7 +41,71 @@ def installer_config(installer: str) -> str:
     return f'[install]\ninstaller = "{installer}"\n'
 
 
-# -- paths ---------------------------------------------------------------------------
+def tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# -- pod names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".", "..", "/etc", "/tmp/x", "a\x00b", "a/../b", "a\\b", " a", "a" * 201, "é" * 101],
+    ids=repr,
+)
+def test_names_that_could_leave_the_pods_folder_or_break_it_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="pod name"):
+        PodLoader(name, pods_dir=tmp_path / "pods")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_longest_name_works_and_is_the_folder_name(pods_dir):
+    name = "é" * 100  # 200 bytes in UTF-8: the most a pod name may have
+    write_pod(pods_dir, name, "def hello():\n    return 'hi'\n")
+    with PodLoader(name, pods_dir=pods_dir) as pod:
+        assert pod.hello() == "hi"
+    assert os.listdir(pods_dir) == [name]
+
+
+# -- pods folders ---------------------------------------------------------------------
+
+
+def test_a_pods_dir_with_a_nul_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="NUL"):
+        PodLoader("ok", pods_dir=str(tmp_path / "po\x00ds"))
+
+
+def test_a_pods_dir_that_is_a_file_is_a_config_error(tmp_path):
+    not_a_folder = tmp_path / "pods"
+    not_a_folder.write_text("a file")
+    with pytest.raises(PodConfigError, match="not a folder"):
+        PodLoader("ok", pods_dir=not_a_folder).load_pod()
+    assert not_a_folder.read_text() == "a file"
+
+
+def test_a_pod_folder_linked_to_outside_the_pods_folder_is_refused(pods_dir, tmp_path):
+    outside = write_pod(tmp_path / "elsewhere", "victim", "def f():\n    return 1\n")
+    (outside / "venv").mkdir()  # a venv PyPods did not build: must never be deleted
+    (outside / "venv" / "precious").write_text("keep me")
+    before = tree(outside)
+    (pods_dir / "linked").symlink_to(outside)
+    (pods_dir / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("linked", "dangling"):
+        with pytest.raises(PodConfigError, match="outside the pods folder"):
+            PodLoader(name, pods_dir=pods_dir).load_pod()
+    assert tree(outside) == before
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_links_inside_the_pods_folder_are_followed(pods_dir, tmp_path):
+    write_pod(pods_dir, "real", "def f():\n    return 'real'\n")
+    (pods_dir / "alias").symlink_to(pods_dir / "real")
+    linked_pods = tmp_path / "linked pods"
+    linked_pods.symlink_to(pods_dir)
+    with PodLoader("alias", pods_dir=pods_dir) as pod:
+        assert pod.f() == "real"
+    with PodLoader("real", pods_dir=linked_pods) as pod:
+        assert pod.f() == "real"
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
