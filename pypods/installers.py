@@ -329,11 +329,13 @@ def _uv_flags_from_pip_config(
     settings = pip_settings()
     flags = []
     index_url = options.index_url or settings.get("index-url")
-    # A requirements file's --index-url replaces the configured one in pip; in uv the
-    # command line would win instead, so leave it to the file.
-    if index_url and "--index-url" not in file_options:
-        flags += ["--index-url", index_url]
     extra_urls = (*_split(settings.get("extra-index-url")), *options.extra_index_urls)
+    # In pip, a requirements file's --index-url replaces every configured index, extra
+    # ones included; in uv the command line would win instead. So leave it to the file.
+    if "--index-url" in file_options:
+        index_url, extra_urls = None, ()
+    if index_url:
+        flags += ["--index-url", index_url]
     for url in extra_urls:
         flags += ["--extra-index-url", url]
     if extra_urls or "--extra-index-url" in file_options:

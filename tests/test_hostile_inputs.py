@@ -203,15 +203,17 @@ def only_index(monkeypatch, url: str) -> None:
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
-def test_an_index_url_in_requirements_replaces_the_configured_one(
-    pods_dir, local_index, monkeypatch, installer
+def test_an_index_url_in_requirements_replaces_every_configured_index(
+    pods_dir, tmp_path, local_index, monkeypatch, installer
 ):
     only_index(monkeypatch, "http://127.0.0.1:9/simple")  # the discard port: refused
+    newer = simple_index([make_wheel(tmp_path, "pypods_index_only", "2.0")], tmp_path / "x")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", newer.as_uri())  # dropped too, as pip does
     write_pod(
         pods_dir,
         "indexed",
         VERSION_POD,
-        requirements=f"--index-url {local_index.as_uri()}\npypods_index_only==1.0\n",
+        requirements=f"--index-url {local_index.as_uri()}\npypods_index_only\n",
         config=installer_config(installer),
     )
     with PodLoader("indexed", pods_dir=pods_dir) as pod:
