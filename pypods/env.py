@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,6 +37,7 @@ from .folder import PodFolder
 from .installers import LEAKY_VARIABLES, InstallFailed, choose, installer_env, venv_python
 from .interpreters import Interpreter, find_interpreter
 from .progress import BuildProgress, logger
+from .requirements import requirement_lines, walk
 
 #: The pod runtime's own requirement. pymongo provides ``bson``; 4.0 is the oldest with
 #: the API the runtime uses, and the resolver picks the newest release that supports
@@ -51,7 +51,6 @@ STAMP_FILE = "pypods.json"
 STAMP_FORMAT = 1
 
 _RUNTIME_SOURCE = Path(__file__).parent / "runtime"
-_INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
 
 #: Runs inside the new venv: copies the runtime into its site-packages, compiles it, and
 #: reports what the runtime depends on. Stdlib only, Python 3.8+.
@@ -296,31 +295,11 @@ def runtime_hash() -> str:
 def requirements_hash(path: Path, pod_dir: Path) -> str:
     """Hash of a requirements file and every file it includes (``-r``/``-c``)."""
     digest = hashlib.sha256()
-    seen: set[Path] = set()
-
-    def visit(file: Path) -> None:
-        resolved = file.resolve()
-        if resolved in seen:
-            return
-        seen.add(resolved)
-        try:
-            content = file.read_bytes()
-        except OSError:
-            content = b"\0missing\0"
-        name = os.path.relpath(resolved, pod_dir.resolve())
-        digest.update(name.encode() + b"\0" + content + b"\0")
-        for line in _logical_lines(content.decode("utf-8", "replace")):
-            match = _INCLUDE.match(line)
-            if match and "://" not in match.group(1):
-                visit(file.parent / match.group(1))
-
-    visit(path)
+    for file, content in walk(path):
+        name = os.path.relpath(file.resolve(), pod_dir.resolve())
+        data = b"\0missing\0" if content is None else content
+        digest.update(os.fsencode(name) + b"\0" + data + b"\0")
     return digest.hexdigest()
-
-
-def _logical_lines(text: str) -> list[str]:
-    joined = re.sub(r"\\\r?\n", "", text)
-    return [re.sub(r"(^|\s)#.*$", "", line) for line in joined.splitlines()]
 
 
 def _rebuild_reason(old: dict[str, Any] | None, wanted: dict[str, Any], venv_exists: bool) -> str:
@@ -346,29 +325,27 @@ def _rebuild_reason(old: dict[str, Any] | None, wanted: dict[str, Any], venv_exi
 
 
 def _describe_requirements(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    lines = [ln.strip() for ln in _logical_lines(text)]
-    names = [ln for ln in lines if ln and not ln.startswith("-")]
+    names = requirement_lines(path)
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return f"{shown} (+ the PyPods runtime)" if names else "the PyPods runtime (no requirements)"
 
 
 def _failure_message(pod: str, folder: PodFolder, installer: str, exc: InstallFailed) -> str:
-    lines = [f"pod {pod!r}: building its venv with {installer} failed: {exc.summary}."]
+    cause = exc.cause
+    what = f"{cause.what}; {exc.summary}" if cause else exc.summary
+    lines = [f"pod {pod!r}: building its venv with {installer} failed: {what}."]
     if exc.requirement:
-        lines.append(f"The requirement that could not be installed: {exc.requirement}.")
-    if _mentions_pymongo(folder.requirements):
+        if cause is not None and cause.network:
+            lines.append(f"The requirement it was looking for: {exc.requirement}.")
+        else:
+            lines.append(f"The requirement that could not be installed: {exc.requirement}.")
+    if _mentions_pymongo(folder.requirements) and cause is None:
         lines.append(
             f"PyPods itself needs {', '.join(RUNTIME_REQUIREMENTS)} in the pod (for bson); a "
             "pinned pymongo must be compatible with that."
         )
-    lines.append(
-        f"Fix {folder.requirements} (or {folder.config_file}), then call load_pod() again: "
-        "nothing of the failed build will be used."
-    )
+    advice = cause.advice if cause else f"Fix {folder.requirements} (or {folder.config_file})"
+    lines.append(f"{advice}, then call load_pod() again: nothing of the failed build will be used.")
     if exc.output:
         lines.append("\nLast lines of the installer's output:\n" + exc.output)
     return "\n".join(lines)

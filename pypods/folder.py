@@ -5,6 +5,10 @@
     requirements.txt  what its venv holds (pip's format)
     pod.toml          optional: interpreter and installer options
     venv/             built by PyPods; never commit it
+
+A pod's folder never lies outside its pods folder: names cannot hold a path (see
+``validate_pod_name``), and a pod folder that is a symbolic link to somewhere else is
+refused, since PyPods writes and deletes inside it (the venv is rebuilt in place).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ CONFIG_FILE = "pod.toml"
 VENV_DIR = "venv"
 LOCK_FILE = ".venv.lock"
 
+#: Longest pod name, in bytes of UTF-8: a folder name may have 255 (most file
+#: systems), and PyPods adds a few characters to it for staging folders.
+MAX_NAME_BYTES = 200
+
 #: Environment variable that sets the default pods folder.
 PODS_DIR_VARIABLE = "PYPODS_DIR"
 
@@ -30,8 +38,10 @@ _TEMPLATE = Path(__file__).parent / "templates" / "pod.py"
 def validate_pod_name(name: object) -> str:
     """Return ``name`` if it can name a pod, else raise ``ValueError``.
 
-    A pod name is a Python identifier that is not a keyword, so it is also a safe
-    folder name: it can never be empty, hold a path separator or be ``..``.
+    A pod name is a Python identifier that is not a keyword, of at most
+    ``MAX_NAME_BYTES`` bytes in UTF-8, so it is also a safe folder name: it can never
+    be empty, hold a path separator or a NUL, be ``.`` or ``..``, or be too long for
+    the file system.
     """
     if not isinstance(name, str):
         raise ValueError(f"a pod name must be a str, not {type(name).__name__}")
@@ -40,6 +50,12 @@ def validate_pod_name(name: object) -> str:
             f"invalid pod name {name!r}: a pod name must be a Python identifier that is not "
             "a keyword (letters, digits and underscores, not starting with a digit), "
             "for example 'hello_world_pod'"
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"invalid pod name {name[:20]!r}...: too long ({size} bytes in UTF-8; "
+            f"a pod name may have at most {MAX_NAME_BYTES})"
         )
     return name
 
@@ -54,7 +70,10 @@ class PodFolder:
     """The files of one pod."""
 
     def __init__(self, pods_dir: str | os.PathLike[str], name: str) -> None:
+        """Raises ValueError for an invalid name, or a ``pods_dir`` holding a NUL."""
         self.name = validate_pod_name(name)
+        if "\0" in os.fspath(pods_dir):
+            raise ValueError(f"pods_dir {os.fspath(pods_dir)!r} contains a NUL character")
         self.pods_dir = Path(os.path.abspath(pods_dir))
         self.path = self.pods_dir / name
         self.pod_file = self.path / POD_FILE
@@ -69,8 +88,11 @@ class PodFolder:
         Returns True when it was created. An existing folder is never modified.
 
         Raises:
-            PodConfigError: the folder exists but has no pod.py, or the path is a file.
+            PodConfigError: the folder exists but has no pod.py, the path is a file,
+                the pod folder resolves outside the pods folder (a symbolic link to
+                elsewhere), or the pods folder is not a folder.
         """
+        self._check_inside()
         if self.path.is_dir():
             if not self.pod_file.is_file():
                 raise PodConfigError(
@@ -81,7 +103,12 @@ class PodFolder:
             return False
         if self.path.exists():
             raise PodConfigError(f"{self.path} exists but is not a folder; move it away")
-        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pods_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise PodConfigError(
+                f"the pods folder {self.pods_dir} (or a folder above it) exists but is not a folder"
+            ) from None
         staging = self.pods_dir / f".{self.name}.new-{os.getpid()}"
         staging.mkdir()
         try:
@@ -99,6 +126,20 @@ class PodFolder:
                     child.unlink()
                 staging.rmdir()
         return True
+
+    def _check_inside(self) -> None:
+        """Refuse a pod folder whose real location is outside the pods folder."""
+        if not os.path.lexists(self.path):
+            return
+        real = os.path.realpath(self.path)
+        real_pods_dir = os.path.realpath(self.pods_dir)
+        if os.path.commonpath([real, real_pods_dir]) != real_pods_dir or real == real_pods_dir:
+            raise PodConfigError(
+                f"pod folder {self.path} leads to {real}, outside the pods folder "
+                f"{self.pods_dir}: PyPods builds and deletes venvs inside pod folders, so "
+                "it only uses folders inside the pods folder. Move or copy the pod there "
+                "instead of linking to it"
+            )
 
     def __repr__(self) -> str:
         return f"PodFolder({str(self.pods_dir)!r}, {self.name!r})"

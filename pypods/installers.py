@@ -3,7 +3,10 @@
 Both installers honour pip's own configuration (pip.conf files and ``PIP_*``
 variables): pip reads it itself; for uv, which does not, the settings that decide
 what gets installed (index URLs, find-links, no-index, constraints, CA bundle) are
-read with ``pip config list`` and passed on as uv options.
+read with ``pip config list`` and passed on as uv options, and so are pip's network
+retries and timeout. Options set inside requirements files keep pip's meaning with
+uv too (a file's ``--index-url`` replaces the configured index, ``--pre`` allows
+pre-releases).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import subprocess
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .config import InstallOptions
+from .diagnosis import Cause, Diagnosis, exit_text
 from .interpreters import Interpreter
 from .progress import logger
+from .requirements import options_used
 
 #: Lines of installer output kept for error messages.
 OUTPUT_TAIL_LINES = 40
@@ -38,13 +43,27 @@ OnLine = Callable[[str], None]
 
 
 class InstallFailed(Exception):
-    """An installer command failed. Carries what it printed."""
+    """An installer command failed. Carries what it printed, and why, when recognised."""
 
-    def __init__(self, summary: str, output: str, requirement: str | None = None) -> None:
+    def __init__(
+        self,
+        summary: str,
+        output: str,
+        requirement: str | None = None,
+        cause: Cause | None = None,
+    ) -> None:
         super().__init__(summary)
         self.summary = summary
         self.output = output
         self.requirement = requirement
+        self.cause = cause
+
+
+def _failed(summary: str, exc: BaseException) -> InstallFailed:
+    """InstallFailed for an exception raised in this process (virtualenv's)."""
+    diagnosis = Diagnosis()
+    diagnosis.feed(str(exc))
+    return InstallFailed(summary, str(exc), cause=diagnosis.cause(1))
 
 
 def venv_python(venv: Path) -> Path:
@@ -64,8 +83,14 @@ class Installer(ABC):
         """Create an empty venv at ``venv`` (which does not exist) from ``interpreter``."""
 
     @abstractmethod
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
-        """The install command for ``venv``, up to the requirements themselves."""
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
+        """The install command for ``venv``, up to the requirements themselves.
+
+        ``file_options`` are the options the requirements files set themselves
+        (``--index-url``...), which pip applies on top of the command line.
+        """
 
     def env(self) -> dict[str, str]:
         """The environment installer commands run in."""
@@ -84,7 +109,8 @@ class Installer(ABC):
         Raises:
             InstallFailed: the installer failed; the venv must not be used.
         """
-        command = self.install_command(venv, options)
+        file_options = set().union(*(options_used(p) for p in requirement_files))
+        command = self.install_command(venv, options, file_options)
         for path in requirement_files:
             command += ["-r", str(path)]
         command += list(requirements)
@@ -109,14 +135,16 @@ class PipInstaller(Installer):
             on_line(f"virtualenv cannot seed pip here ({exc}); using ensurepip")
             shutil.rmtree(venv, ignore_errors=True)
         except Exception as exc:
-            raise InstallFailed(f"virtualenv could not create the venv: {exc}", str(exc)) from exc
+            raise _failed(f"virtualenv could not create the venv: {exc}", exc) from exc
         try:
             virtualenv.cli_run([*base, "--no-seed"], setup_logging=False)
         except Exception as exc:
-            raise InstallFailed(f"virtualenv could not create the venv: {exc}", str(exc)) from exc
+            raise _failed(f"virtualenv could not create the venv: {exc}", exc) from exc
         run([str(venv_python(venv)), "-m", "ensurepip", "--default-pip"], installer_env(), on_line)
 
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
         command = [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check"]
         command += ["--no-input", "--progress-bar", "off"]
         return command + _option_flags(options)
@@ -137,20 +165,30 @@ class UvInstaller(Installer):
             on_line,
         )
 
-    def install_command(self, venv: Path, options: InstallOptions) -> list[str]:
+    def install_command(
+        self, venv: Path, options: InstallOptions, file_options: Collection[str] = ()
+    ) -> list[str]:
         # Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, a pod
         # would otherwise recompile every module each time it starts.
         command = [self.uv, "pip", "install", "--python", str(venv_python(venv))]
         command.append("--compile-bytecode")
-        return command + _uv_flags_from_pip_config(options)
+        return command + _uv_flags_from_pip_config(options, file_options)
 
     def env(self) -> dict[str, str]:
         env = installer_env()
         env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # never fetch a Python unasked
         env.pop("VIRTUAL_ENV", None)
-        cert = pip_settings().get("cert")
+        settings = pip_settings()
+        cert = settings.get("cert")
         if cert and "SSL_CERT_FILE" not in env:
             env["SSL_CERT_FILE"] = cert
+        # pip's retries and timeout decide how long an unreachable index takes to fail.
+        retries = _whole_number(settings.get("retries"))
+        if retries is not None:
+            env.setdefault("UV_HTTP_RETRIES", str(retries))
+        timeout = _whole_number(settings.get("timeout") or settings.get("default-timeout"))
+        if timeout is not None:
+            env.setdefault("UV_HTTP_TIMEOUT", str(max(timeout, 1)))
         return env
 
 
@@ -204,6 +242,7 @@ def run(
         InstallFailed: the command failed or could not be started.
     """
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    diagnosis = Diagnosis()
     try:
         proc = subprocess.Popen(
             command,
@@ -223,6 +262,7 @@ def run(
         for line in proc.stdout:
             line = line.rstrip()
             tail.append(line)
+            diagnosis.feed(line)
             on_line(line)
         returncode = proc.wait()
     except BaseException:
@@ -234,10 +274,18 @@ def run(
     if returncode != 0:
         output = "\n".join(tail)
         raise InstallFailed(
-            f"{Path(command[0]).name} exited with status {returncode}",
+            exit_text(_program_name(command), returncode),
             output,
             failing_requirement(output),
+            diagnosis.cause(returncode),
         )
+
+
+def _program_name(command: list[str]) -> str:
+    """The program's name: its file name, or the module run with ``python -m``."""
+    if len(command) > 2 and command[1] == "-m":
+        return command[2]
+    return Path(command[0]).name
 
 
 _FAILING_REQUIREMENT = [
@@ -275,16 +323,22 @@ def _option_flags(options: InstallOptions) -> list[str]:
     return flags
 
 
-def _uv_flags_from_pip_config(options: InstallOptions) -> list[str]:
+def _uv_flags_from_pip_config(
+    options: InstallOptions, file_options: Collection[str] = ()
+) -> list[str]:
     settings = pip_settings()
     flags = []
     index_url = options.index_url or settings.get("index-url")
+    extra_urls = (*_split(settings.get("extra-index-url")), *options.extra_index_urls)
+    # In pip, a requirements file's --index-url replaces every configured index, extra
+    # ones included; in uv the command line would win instead. So leave it to the file.
+    if "--index-url" in file_options:
+        index_url, extra_urls = None, ()
     if index_url:
         flags += ["--index-url", index_url]
-    extra_urls = (*_split(settings.get("extra-index-url")), *options.extra_index_urls)
     for url in extra_urls:
         flags += ["--extra-index-url", url]
-    if extra_urls:
+    if extra_urls or "--extra-index-url" in file_options:
         # pip weighs every index equally and takes the best match; uv by default stops
         # at the first index that has the package at all. Keep pip's meaning.
         flags += ["--index-strategy", "unsafe-best-match"]
@@ -294,6 +348,8 @@ def _uv_flags_from_pip_config(options: InstallOptions) -> list[str]:
         flags.append("--no-index")
     for constraint in _split(settings.get("constraint")):
         flags += ["--constraint", constraint]
+    if "--pre" in file_options:
+        flags += ["--prerelease", "allow"]  # uv ignores --pre inside requirements files
     return flags
 
 
@@ -362,6 +418,13 @@ def _pip_commands() -> list[list[str]]:
 
 def _split(value: str | None) -> list[str]:
     return value.split() if value else []
+
+
+def _whole_number(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def _truthy(value: str | None) -> bool:
