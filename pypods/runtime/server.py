@@ -193,7 +193,7 @@ class PodServer:
             return
         try:
             reply = messages.done_reply(request_id, result, options=self._options)
-            total = messages.size(reply)
+            total = len(reply[0]) if len(reply) == 1 else messages.size(reply)
             if total > self._max_message_size:
                 raise ValueError(
                     f"it is {total} bytes, more than the client's maximum message size "
