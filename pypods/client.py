@@ -36,6 +36,7 @@ from .errors import (
     PodTimeoutError,
     make_remote_error,
 )
+from .memory import MemoryWatch
 from .output import OutputPump
 from .progress import logger
 from .runtime import codec, messages
@@ -75,11 +76,16 @@ KILL_WAIT = 10.0
 #: How long to wait for the last of a dead pod's stderr (for the crash report).
 STDERR_GRACE = 0.5
 
+#: Default for how long a call interrupted by Ctrl-C may take to stop before its pod
+#: is restarted (``PodLoader(cancel_grace=...)``).
+CANCEL_GRACE = 2.0
+
 #: Pipe buffer size asked for on Linux: fewer wake-ups for large messages.
 PIPE_SIZE = 1 << 20
 
 _F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ exists only from Python 3.10
 _MAX_POLL_MS = 2**31 - 1  # poll() takes a C int of milliseconds
+_STATUSES = frozenset({STATUS_DONE, STATUS_ERROR})
 
 
 class NotSent(Exception):
@@ -136,9 +142,15 @@ class PodProcess:
         *,
         pickle: bool = False,
         max_message_size: int = MAX_FRAME_SIZE,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> None:
         self.pod = pod
         self.max_message_size = max_message_size
+        self.cancel_grace = cancel_grace
+        # A call interrupted by Ctrl-C whose reply is still to come: (id, function,
+        # deadline). Whoever takes the call lock next reads that reply first.
+        self._awaiting: tuple[int, str | None, float] | None = None
+        self._in_reply = False  # reading a reply's attachments: the stream is mid-message
         self._pickle = pickle
         self._options = codec.DEFAULT_OPTIONS  # until the pod has said what it has
         self.pid = proc.pid
@@ -183,6 +195,8 @@ class PodProcess:
         env: Mapping[str, str],
         pickle: bool = False,
         max_message_size: int = MAX_FRAME_SIZE,
+        max_memory: int | None = None,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> PodProcess:
         """Start a pod process and ask it what it serves.
 
@@ -195,7 +209,8 @@ class PodProcess:
             proc = subprocess.Popen(
                 [python, "-s", "-m", runtime_module, "--out-fd", str(pipes.stdout_w),
                  "--pod-dir", pod_dir, "--pods-dir", pods_dir,
-                 "--max-message-size", str(max_message_size)],
+                 "--max-message-size", str(max_message_size),
+                 "--max-memory", str(max_memory or 0)],
                 stdin=pipes.request_r,
                 stdout=pipes.bell.fileno(),
                 stderr=pipes.stderr_w,
@@ -211,7 +226,17 @@ class PodProcess:
         finally:
             pipes.close_theirs()
         watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
-        process = cls(pod, proc, pipes, watcher, pickle=pickle, max_message_size=max_message_size)
+        process = cls(
+            pod,
+            proc,
+            pipes,
+            watcher,
+            pickle=pickle,
+            max_message_size=max_message_size,
+            cancel_grace=cancel_grace,
+        )
+        if max_memory is not None:
+            MemoryWatch(proc.pid, max_memory, watcher.reaped, process._kill_for_memory)
         try:
             process.description = process._describe()
         except PodCrashedError as exc:
@@ -322,6 +347,7 @@ class PodProcess:
                 request was not sent; the owner may start a new process and retry.
         """
         lock = self._lock
+        sent = received = False
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             if deadline is None:
@@ -334,6 +360,8 @@ class PodProcess:
                     function=function or "describe",
                     timeout=timeout or 0.0,
                 )
+            if self._awaiting is not None:
+                self._finish_cancelled()
             if self._dead:
                 raise NotSent
             if self._exited:
@@ -349,17 +377,24 @@ class PodProcess:
                     write_all(lambda views: os.writev(wfd, views), parts)
             except BrokenPipeError:
                 self._fail_crashed(function, during=False)
+            sent = True
             reply = self._receive(request_id, function, deadline, timeout)
+            received = True
             if self._pump.has_output():  # what the call printed is out before it returns
                 self._pump.drain()
             return reply
         except (PodError, NotSent, codec.NestingError):
             raise
-        except BaseException:
-            # Interrupted (KeyboardInterrupt) mid-conversation: a reply may still come
-            # and would be taken for the next call's. The pod's state is unknown.
-            if lock._is_owned():  # type: ignore[attr-defined]
-                self._stop("interrupted", wait=False)
+        except BaseException as exc:
+            # Interrupted mid-conversation (Ctrl-C). A call that was sent whole and
+            # whose reply has not begun is cancelled: the pod is asked to interrupt
+            # it, and its reply is read (and dropped) before the next call. Anywhere
+            # else the stream may be cut mid-message, so the pod is stopped.
+            if lock._is_owned() and not received:  # type: ignore[attr-defined]
+                if sent and isinstance(exc, KeyboardInterrupt) and self._can_cancel():
+                    self._cancel(request_id, function)
+                else:
+                    self._stop("interrupted", wait=False)
             raise
         finally:
             # An RLock knows its owner: a signal that lands just as the lock is taken
@@ -375,6 +410,55 @@ class PodProcess:
             self._lock.release()  # no time left to run the call: do not start it
             return False
         return True
+
+    def _can_cancel(self) -> bool:
+        return (
+            not self._dead and not self._exited and not self._in_reply and not self._reader.pending
+        )
+
+    def _cancel(self, request_id: int, function: str | None) -> None:
+        """Ask the pod to interrupt the running call; read its reply in the background.
+
+        The caller raises KeyboardInterrupt at once. The pod runtime turns SIGINT into
+        KeyboardInterrupt inside the call; if the call has not ended within
+        ``cancel_grace`` seconds, the pod is stopped (the next call starts afresh).
+        """
+        self._awaiting = (request_id, function, time.monotonic() + self.cancel_grace)
+        logger.debug("pod %r: cancelling the call to %s()", self.pod, function)
+        try:
+            os.kill(self.pid, signal.SIGINT)
+        except OSError:
+            pass
+        threading.Thread(
+            target=self._finish_cancelled_soon, name=f"pypods-cancel-{self.pod}", daemon=True
+        ).start()
+
+    def _finish_cancelled_soon(self) -> None:
+        with self._lock:
+            if self._awaiting is not None:
+                self._finish_cancelled()
+
+    def _finish_cancelled(self) -> None:
+        """Read and drop the reply of a cancelled call; stop the pod if it is late."""
+        assert self._awaiting is not None
+        request_id, function, deadline = self._awaiting
+        self._awaiting = None
+        if self._dead:
+            return
+        try:
+            self._receive(request_id, function, deadline, self.cancel_grace)
+        except PodTimeoutError:
+            logger.debug("pod %r: %s() did not stop within the grace period", self.pod, function)
+        except (PodError, codec.NestingError):
+            pass  # the pod died or broke the protocol meanwhile: it is stopped already
+        if self._pump.has_output():
+            self._pump.drain()
+
+    def _kill_for_memory(self, reason: str) -> None:
+        """Called by the memory watch: kill the pod, saying why to its caller."""
+        logger.warning("pod %r (pid %d): killed: %s", self.pod, self.pid, reason)
+        self._stopping_reason = reason
+        _signal_group(self.pid, signal.SIGKILL)
 
     def _write_rest(self, data: bytes, written: int) -> None:
         view = memoryview(data)[written:]
@@ -409,7 +493,9 @@ class PodProcess:
             if FIELD_ATTACHMENTS in reply:
                 sizes, immutable = messages.attachment_sizes(reply, self.max_message_size)
                 read_into = self._attachment_reader(function, deadline, timeout)
+                self._in_reply = True
                 attachments = read_attachments(reader, sizes, read_into, immutable)
+                self._in_reply = False
         except codec.NestingError as exc:
             # A whole frame, consumed: the stream is in step, only this reply is lost.
             raise codec.NestingError(
@@ -421,6 +507,8 @@ class PodProcess:
             self._fail_protocol(str(exc))
         if reply["id"] != request_id:
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
+        if reply.get("status") not in _STATUSES:
+            self._fail_protocol(f"a reply with the unknown status {reply.get('status')!r}")
         return reply, attachments
 
     def _attachment_reader(
@@ -501,7 +589,7 @@ class PodProcess:
             what = "exited"
         next_call = (
             ""
-            if reason is not None
+            if reason is not None and reason.startswith("unloaded")
             else "\nThe next call starts a fresh pod process (its module state is lost)."
         )
         raise PodCrashedError(
@@ -546,6 +634,8 @@ class PodProcess:
             ).start()
             return
         try:
+            if self._awaiting is not None:
+                self._finish_cancelled()
             if not self._dead:
                 if not self._exited:
                     request_id = next(self._ids)

@@ -15,10 +15,17 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .client import NotSent, PodProcess
+from . import memory
+from .client import CANCEL_GRACE, NotSent, PodProcess
 from .config import read_config
 from .env import RUNTIME_PACKAGE, PodEnvironment
-from .errors import NoSuchFunctionError, PodError, PodNotLoadedError, PodProtocolError
+from .errors import (
+    NoSuchFunctionError,
+    PodConfigError,
+    PodError,
+    PodNotLoadedError,
+    PodProtocolError,
+)
 from .folder import PodFolder, default_pods_dir, validate_pod_name
 from .proxies import make_proxy
 
@@ -68,6 +75,14 @@ class PodLoader:
             result) may take, in both directions; larger ones are refused before
             they are sent, and a peer announcing more is treated as broken. Default:
             this machine's physical memory.
+        max_memory: the most resident memory, in bytes, the pod process may use
+            (Linux). Over it, the running call fails with a ``RemoteError`` that is
+            also a ``MemoryError``; a pod that stays over it for a second, or grows
+            past 1.25 times it, is killed (``PodCrashedError`` naming the limit) and
+            restarted by the next call. None: no limit.
+        cancel_grace: seconds a call interrupted by Ctrl-C (KeyboardInterrupt in the
+            waiting thread) may take to stop in the pod before the pod is restarted.
+            The caller gets its KeyboardInterrupt at once either way.
 
     Raises:
         ValueError: ``pod_name`` is not a valid pod name, or ``timeout`` or
@@ -93,6 +108,8 @@ class PodLoader:
         env: Mapping[str, str] | None = None,
         pickle: bool = False,
         max_message_size: int | None = None,
+        max_memory: int | None = None,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> None:
         validate_pod_name(pod_name)
         if not isinstance(pickle, bool):
@@ -119,6 +136,8 @@ class PodLoader:
         self.env = env
         self.pickle = pickle
         self.max_message_size = _check_message_size(max_message_size)
+        self.max_memory = _check_max_memory(max_memory)
+        self.cancel_grace = _check_grace(cancel_grace)
         self._lock = threading.RLock()
         self._slot = _ProcessSlot()
         # At exit, client.py shuts every pod down at once; this is for loaders dropped
@@ -268,6 +287,8 @@ class PodLoader:
             env=environment.process_env(self.env),
             pickle=self.pickle,
             max_message_size=self.max_message_size,
+            max_memory=self.max_memory,
+            cancel_grace=self.cancel_grace,
         )
 
     def _require_loaded(self) -> None:
@@ -373,6 +394,34 @@ def _check_message_size(size: int | None) -> int:
     if size < MIN_MESSAGE_SIZE:
         raise ValueError(f"max_message_size must be at least {MIN_MESSAGE_SIZE} bytes, not {size}")
     return size
+
+
+def _check_max_memory(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"max_memory must be a number of bytes or None, not {type(limit).__name__}")
+    if limit < MIN_MEMORY:
+        raise ValueError(
+            f"max_memory must be at least {MIN_MEMORY} bytes (an interpreter alone needs "
+            f"about 10 MB), not {limit}"
+        )
+    if not memory.supported():
+        raise PodConfigError(
+            "max_memory needs a way to read a process's resident memory (Linux's /proc), "
+            "which this system lacks; leave max_memory unset here"
+        )
+    return limit
+
+
+def _check_grace(grace: float) -> float:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+        raise ValueError(f"cancel_grace must be a number of seconds >= 0, not {grace!r}")
+    return float(grace)
+
+
+#: The smallest ``max_memory`` accepted.
+MIN_MEMORY = 32 << 20
 
 
 def default_max_message_size() -> int:

@@ -1,6 +1,7 @@
 """Entry point of a pod process.
 
     python -s -m _pypods_runtime --out-fd N --pod-dir DIR --pods-dir DIR --max-message-size N
+                                    --max-memory N
 
 Started by the client with the protocol on stdin/stdout and, as ``--out-fd``, the
 write end of the pipe that becomes the pod's stdout. Imports nothing but the stdlib
@@ -12,7 +13,7 @@ import sys
 
 def _parse(argv: list) -> dict:
     options = {}
-    names = ("--out-fd", "--pod-dir", "--pods-dir", "--max-message-size")
+    names = ("--out-fd", "--pod-dir", "--pods-dir", "--max-message-size", "--max-memory")
     it = iter(argv)
     for arg in it:
         if arg not in names:
@@ -40,6 +41,7 @@ def main() -> int:
         pod_dir=options["pod_dir"],
         pods_dir=options["pods_dir"],
         max_message_size=int(options["max_message_size"]),
+        max_memory=int(options["max_memory"]),
     )
 
 

@@ -66,6 +66,7 @@ class PodServer:
         self._max_message_size = max_message_size
         self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
         self._options = codec.DEFAULT_OPTIONS
+        self._running = False  # a pod function is running: signals may interrupt it
         self._pod_file = pod_file
         self._flush_output = flush_output
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -104,7 +105,11 @@ class PodServer:
             message, attachments = received
             op = message.get("op")
             if op == OP_INVOKE:
-                self._invoke(message, attachments)
+                try:
+                    self._invoke(message, attachments)
+                except KeyboardInterrupt as exc:  # landed just as the function returned
+                    error = messages.exception_error(exc)
+                    self._reply(messages.error_reply(message["id"], error))
             elif op == OP_DESCRIBE:
                 if not self._describe(message):
                     return 1
@@ -182,6 +187,7 @@ class PodServer:
             error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", f"malformed value: {exc}")
             self._reply(messages.error_reply(request_id, error))
             return
+        self._running = True
         try:
             result = function(*args, **kwargs) if kwargs else function(*args)
         except SystemExit:
@@ -189,8 +195,11 @@ class PodServer:
             raise  # pod code asked the pod to end; the client sees the exit
         except BaseException as exc:
             _drop_first_frame(exc)
+            self._running = False
             self._reply(messages.error_reply(request_id, messages.exception_error(exc)))
             return
+        finally:
+            self._running = False
         try:
             reply = messages.done_reply(request_id, result, options=self._options)
             total = len(reply[0]) if len(reply) == 1 else messages.size(reply)
@@ -215,6 +224,28 @@ class PodServer:
             KIND_RAISED, "TypeError", f"the arguments of {name}() could not be received: {problem}"
         )
         self._reply(messages.error_reply(request_id, error))
+
+    # -- signals from the client ------------------------------------------------------
+
+    def install_signal_handlers(self, max_memory: int) -> None:
+        """SIGINT cancels the running call (the client's Ctrl-C); SIGUSR1 makes it
+        fail with MemoryError (the client saw the pod over ``max_memory``). Between
+        calls both are ignored: they concern a call that has already ended."""
+
+        def cancel(signum: int, frame: object) -> None:
+            if self._running:
+                raise KeyboardInterrupt("the call was cancelled by the client (Ctrl-C)")
+
+        def give_up_memory(signum: int, frame: object) -> None:
+            if self._running:
+                raise MemoryError(
+                    f"the pod went over its memory limit (max_memory={max_memory} bytes; "
+                    f"resident memory {_resident_memory()} bytes)"
+                )
+
+        signal.signal(signal.SIGINT, cancel)
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, give_up_memory)
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -326,7 +357,13 @@ def setup_import_path(pod_dir: str, pods_dir: str) -> None:
 
 
 def run(
-    read_fd: int, write_fd: int, *, pod_dir: str, pods_dir: str, max_message_size: int
+    read_fd: int,
+    write_fd: int,
+    *,
+    pod_dir: str,
+    pods_dir: str,
+    max_message_size: int,
+    max_memory: int = 0,
 ) -> NoReturn:
     """Run a pod whose protocol is already on private descriptors, then end the process."""
     from .stdio import output_flusher
@@ -341,6 +378,7 @@ def run(
         flush_output=flush,
         max_message_size=max_message_size,
     )
+    server.install_signal_handlers(max_memory)
     server.load()
     try:
         status = server.serve()
@@ -402,3 +440,11 @@ def _report_raw(text: str) -> None:
         sys.stderr.flush()
     except Exception:
         pass
+
+
+def _resident_memory() -> int | str:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return "unknown"

@@ -1,0 +1,272 @@
+"""Faults inflicted for real: Ctrl-C with a cancel and a grace period, a pod over its
+memory limit, and a pod that writes forged replies onto the protocol pipe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pypods import PodCrashedError, PodLoader, PodProtocolError, RemoteError
+
+from .conftest import pid_alive, wait_until, write_pod
+
+FAULTY_POD = """
+import gc, os, time
+import bson
+
+hoard = []
+
+
+def get_pid():
+    return os.getpid()
+
+
+def calls():
+    global _calls
+    _calls = globals().get("_calls", 0) + 1
+    return _calls
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return "slept"
+
+
+def sleep_ignoring_interrupts(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+    return "done"
+
+
+def grow(step_mb, pause, steps):
+    chunks = []
+    for _ in range(steps):
+        chunks.append(bytearray(step_mb << 20))  # zero-filled: really resident
+        time.sleep(pause)
+    return len(chunks)
+
+
+def grow_at_once(mb):
+    return len(bytearray(mb << 20))  # one native call: no Python code runs meanwhile
+
+
+def grow_and_hold(step_mb, steps):
+    chunks = []
+    try:
+        for _ in range(steps):
+            chunks.append(bytearray(step_mb << 20))
+            time.sleep(0.005)
+    except MemoryError:
+        hoard.extend(chunks)  # caught, and the memory kept
+        time.sleep(60)
+    return "kept"
+
+
+def grow_in_background(mb):
+    import threading
+
+    def run():
+        for _ in range(mb):
+            hoard.append(bytearray(1 << 20))
+            time.sleep(0.005)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def forge(document=None, raw=None):
+    '''Write a forged frame onto the protocol pipe, then return normally.'''
+    from _pypods_runtime.server import PodServer
+
+    server = next(o for o in gc.get_objects() if isinstance(o, PodServer))
+    os.write(server._write_fd, raw if raw is not None else bson.encode(document))
+    return "forged"
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty_dir(tmp_path_factory) -> Path:
+    pods_dir = tmp_path_factory.mktemp("faults") / "pods"
+    write_pod(pods_dir, "faulty", FAULTY_POD)
+    PodLoader("faulty", pods_dir=pods_dir).load_pod().unload_pod()
+    return pods_dir
+
+
+def run_client(pods_dir: Path, body: str, **options) -> str:
+    """Run ``body`` in a client process that loaded the faulty pod as ``pod``; its stdout."""
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, threading, time
+        from pypods import PodLoader
+        pod = PodLoader("faulty", pods_dir={str(pods_dir)!r}, **{options!r}).load_pod()
+        def ctrl_c(after):
+            threading.Timer(after, os.kill, (os.getpid(), signal.SIGINT)).start()
+        """
+    ) + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------
+
+
+def test_ctrl_c_cancels_the_call_and_the_pod_lives_on(faulty_dir):
+    out = run_client(
+        faulty_dir,
+        """
+        first_pid, first = pod.get_pid(), pod.calls()
+        ctrl_c(0.5)
+        try:
+            pod.sleep(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        print(pod.get_pid() == first_pid, pod.calls() == first + 1)
+        """,
+    )
+    assert out.split() == ["interrupted", "True", "True"]  # same process, state kept
+
+
+def test_a_call_that_ignores_the_cancel_gets_its_pod_restarted_after_the_grace(faulty_dir):
+    out = run_client(
+        faulty_dir,
+        """
+        first_pid = pod.get_pid()
+        ctrl_c(0.5)
+        try:
+            pod.sleep_ignoring_interrupts(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        print(pod.get_pid() != first_pid, pod.calls())
+        print(first_pid)
+        """,
+        cancel_grace=0.5,
+    )
+    interrupted, restarted, calls, old_pid = out.split()
+    assert (interrupted, restarted, calls) == ("interrupted", "True", "1")  # a fresh pod
+    assert wait_until(lambda: not pid_alive(int(old_pid)), timeout=10)
+
+
+def test_ctrl_c_reaches_the_caller_before_the_grace_is_over(faulty_dir):
+    """The caller is not kept waiting for the grace period: KeyboardInterrupt comes
+    first, the pod is dealt with in the background."""
+    out = run_client(
+        faulty_dir,
+        """
+        pid = pod.get_pid()
+        ctrl_c(0.5)
+        try:
+            pod.sleep_ignoring_interrupts(60)
+        except KeyboardInterrupt:
+            print("interrupted", os.path.exists(f"/proc/{pid}"))  # grace not over yet
+        """,
+        cancel_grace=30,
+    )
+    assert out.split() == ["interrupted", "True"]
+
+
+@pytest.mark.parametrize("grace", [-1, float("nan"), "1", True])
+def test_cancel_grace_is_checked(grace):
+    with pytest.raises(ValueError, match="cancel_grace"):
+        PodLoader("faulty", cancel_grace=grace)
+
+
+# -- memory ------------------------------------------------------------------------------
+
+LIMIT = 200 << 20
+
+
+@pytest.fixture
+def limited(faulty_dir):
+    loader = PodLoader("faulty", pods_dir=faulty_dir, max_memory=LIMIT).load_pod()
+    yield loader
+    loader.unload_pod()
+
+
+def test_a_pod_over_its_memory_limit_gets_a_memory_error_and_lives_on(limited):
+    pid = limited.get_pid()
+    with pytest.raises(RemoteError, match="memory limit") as info:
+        limited.grow(4, 0.01, 1000)  # 4 GB if nothing stopped it
+    assert isinstance(info.value, MemoryError)
+    assert limited.get_pid() == pid  # the same pod: the memory was let go
+    assert limited.resident() < LIMIT
+
+
+def test_a_pod_growing_inside_native_code_is_killed(limited):
+    pid = limited.get_pid()
+    with pytest.raises(PodCrashedError, match="memory limit") as info:
+        limited.grow_at_once(2000)
+    assert "max_memory" in str(info.value)
+    assert wait_until(lambda: not pid_alive(pid), timeout=10)
+    assert limited.get_pid() != pid  # the next call starts afresh
+
+
+def test_a_pod_that_catches_the_memory_error_and_holds_on_is_killed(limited):
+    with pytest.raises(PodCrashedError, match="memory limit"):
+        limited.grow_and_hold(4, 1000)
+    assert limited.calls() == 1
+
+
+def test_memory_grown_between_calls_is_reported_by_the_next_call(limited):
+    pid = limited.get_pid()
+    limited.grow_in_background(1000)
+    assert wait_until(lambda: not pid_alive(pid), timeout=30)
+    with pytest.raises(PodCrashedError, match="memory limit"):
+        limited.get_pid()
+    assert limited.get_pid() != pid
+
+
+def test_a_pod_within_its_limit_is_left_alone(limited):
+    assert limited.grow(4, 0.0, 10) == 10  # 40 MB, well within 200 MB
+    assert limited.calls() == 1
+
+
+@pytest.mark.parametrize(("limit", "error"), [(10, ValueError), ("1G", TypeError)])
+def test_max_memory_is_checked(limit, error):
+    with pytest.raises(error, match="max_memory"):
+        PodLoader("faulty", max_memory=limit)
+
+
+# -- forged replies ----------------------------------------------------------------------
+
+FORGERIES = {
+    "an id never asked": {"document": {"id": 999_999, "status": "done", "value": 1}},
+    "an unknown status": {"document": {"id": 999_999, "status": "maybe"}},
+    "not BSON": {"raw": b"\x10\x00\x00\x00garbage garbage"},
+    "a huge length prefix": {"raw": b"\xff\xff\xff\x7f\x00"},
+    "a length below the minimum": {"raw": b"\x01\x00\x00\x00\x00"},
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES.values(), ids=list(FORGERIES))
+def test_a_forged_reply_is_a_protocol_error_and_the_pod_is_restarted(faulty_dir, forgery):
+    loader = PodLoader("faulty", pods_dir=faulty_dir, max_message_size=1 << 20).load_pod()
+    try:
+        pid = loader.get_pid()
+        with pytest.raises(PodProtocolError, match="broke the protocol"):
+            loader.forge(**forgery)
+        assert wait_until(lambda: not pid_alive(pid), timeout=10)
+        assert loader.calls() == 1 and loader.get_pid() != pid
+    finally:
+        loader.unload_pod()
+
+
+def test_a_reply_with_the_right_id_and_an_unknown_status_is_refused(faulty_dir):
+    with PodLoader("faulty", pods_dir=faulty_dir) as loader:
+        next_id = 3  # describe was 1, pid() is 2: the forged reply answers forge() itself
+        assert loader.get_pid()
+        with pytest.raises(PodProtocolError, match="unknown status"):
+            loader.forge(document={"id": next_id, "status": "maybe"})
+        assert loader.calls() == 1
