@@ -85,7 +85,6 @@ PIPE_SIZE = 1 << 20
 
 _F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ exists only from Python 3.10
 _MAX_POLL_MS = 2**31 - 1  # poll() takes a C int of milliseconds
-_STATUSES = frozenset({STATUS_DONE, STATUS_ERROR})
 
 
 class NotSent(Exception):
@@ -263,6 +262,8 @@ class PodProcess:
             cloudpickle=cloudpickle,
         )
         reply, _ = self._exchange(data, request_id, None, None)
+        if reply.get("status") not in (STATUS_DONE, STATUS_ERROR):
+            self._fail_protocol(f"a reply with the unknown status {reply.get('status')!r}")
         if reply.get("status") == STATUS_ERROR:
             error = _error_fields(reply)
             self._stop("start failed", grace=STOP_GRACE)
@@ -320,21 +321,19 @@ class PodProcess:
             PodTimeoutError: no reply within ``timeout`` seconds; the pod was stopped.
         """
         request_id = next(self._ids)
-        parts = messages.invoke_request(request_id, function, args, kwargs, self._options)
-        total = len(parts[0]) if len(parts) == 1 else messages.size(parts)
-        if total > self.max_message_size:
-            raise ValueError(
-                f"the arguments of {function}() take {total} bytes, more than "
-                f"the maximum message size of {self.max_message_size} bytes (nothing was "
-                "sent; raise PodLoader(max_message_size=...) to allow it)"
-            )
+        parts = messages.invoke_request(
+            request_id, function, args, kwargs, self._options, self.max_message_size
+        )
         reply, attachments = self._exchange(parts, request_id, function, timeout)
         del parts
-        if reply["status"] == STATUS_DONE:
+        status = reply.get("status")
+        if status == STATUS_DONE:
             value = reply.get("value")
             if type(value) in codec.DECODES_TO_ITSELF:  # the common case: skip the codec
                 return value
             return self._decode_value(reply, function, attachments)
+        if status != STATUS_ERROR:
+            self._fail_protocol(f"a reply with the unknown status {status!r}")
         raise self._error(_error_fields(reply), function)
 
     def _exchange(
@@ -507,8 +506,6 @@ class PodProcess:
             self._fail_protocol(str(exc))
         if reply["id"] != request_id:
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
-        if reply.get("status") not in _STATUSES:
-            self._fail_protocol(f"a reply with the unknown status {reply.get('status')!r}")
         return reply, attachments
 
     def _attachment_reader(

@@ -405,23 +405,24 @@ def is_plain_scalar(value: Any) -> bool:
     decoder: the shortcut that keeps a tiny call cheap.
     """
     t = type(value)
+    if t is int:
+        return _INT32_MIN <= value <= _INT32_MAX
     if t in _SCALARS:
         return True
-    if t in _SIZED:
-        return len(value) < PLAIN_MAX_LEN
-    return t is int and _INT32_MIN <= value <= _INT32_MAX
+    return t in _SIZED and len(value) < PLAIN_MAX_LEN
 
 
 def all_plain_scalars(values: Sequence[Any]) -> bool:
     """True when every item of ``values`` is a plain scalar (see ``is_plain_scalar``)."""
     for value in values:
         t = type(value)
-        if t in _SCALARS:
-            continue
-        if t in _SIZED:
+        if t is int:
+            if not _INT32_MIN <= value <= _INT32_MAX:
+                return False
+        elif t in _SIZED:
             if len(value) >= PLAIN_MAX_LEN:
                 return False
-        elif t is not int or not _INT32_MIN <= value <= _INT32_MAX:
+        elif t not in _SCALARS:
             return False
     return True
 

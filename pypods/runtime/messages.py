@@ -44,6 +44,21 @@ class ProtocolError(ValueError):
     """A frame holds something that is not a valid PyPods message."""
 
 
+class MessageTooLarge(ValueError):
+    """A message would exceed the receiver's maximum message size; it was not sent."""
+
+
+def _within(parts: Parts, limit: int | None, what: str) -> Parts:
+    if limit is not None:
+        total = len(parts[0]) if len(parts) == 1 else size(parts)
+        if total > limit:
+            raise MessageTooLarge(
+                f"{what} take {total} bytes, more than the maximum message size of {limit} "
+                "bytes (PodLoader(max_message_size=...))"
+            )
+    return parts
+
+
 def pack(doc: dict[str, Any]) -> bytes:
     """Encode a message document whose values are already BSON-safe."""
     return bson.encode(doc)
@@ -92,11 +107,13 @@ def invoke_request(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     options: codec.CodecOptions = codec.DEFAULT_OPTIONS,
+    limit: int | None = None,
 ) -> Parts:
-    """Build an ``invoke`` request.
+    """Build an ``invoke`` request of at most ``limit`` bytes.
 
     Raises:
         UnsupportedTypeError: an argument cannot cross (nothing was sent).
+        MessageTooLarge: the request would be larger than ``limit``.
         ValueError: an argument contains itself or is nested too deeply.
     """
     doc: dict[str, Any] = {"op": OP_INVOKE, "id": request_id, "fn": function}
@@ -104,9 +121,13 @@ def invoke_request(
         if args:
             doc[FIELD_PLAIN_ARGS] = args  # BSON writes a tuple as an array
         try:
-            return [bson.encode(doc)]
+            data = bson.encode(doc)
         except UnicodeEncodeError:
             pass  # a lone surrogate: the careful path below tags it
+        else:
+            if limit is None or len(data) <= limit:
+                return [data]
+            return _within([data], limit, f"the arguments of {function}()")
     for careful in (False, True):
         attachments: list[Any] = []
         encoded_args, encoded_kwargs = codec.encode_arguments(
@@ -118,7 +139,9 @@ def invoke_request(
         if encoded_kwargs:
             doc[FIELD_KWARGS] = encoded_kwargs
         try:
-            return _with_attachments(doc, attachments)
+            return _within(
+                _with_attachments(doc, attachments), limit, f"the arguments of {function}()"
+            )
         except UnicodeEncodeError:
             # A lone surrogate somewhere: UTF-8 cannot carry it, so redo the values with
             # the careful encoder, which tags such strings. Rare; costs nothing otherwise.
@@ -138,15 +161,17 @@ def done_reply(
     *,
     root: str = "result",
     options: codec.CodecOptions = codec.DEFAULT_OPTIONS,
+    limit: int | None = None,
 ) -> Parts:
-    """Build a successful reply carrying ``value``.
+    """Build a successful reply carrying ``value``, of at most ``limit`` bytes.
 
     Raises:
         UnsupportedTypeError: ``value`` cannot cross.
+        MessageTooLarge: the reply would be larger than ``limit``.
         ValueError: ``value`` contains itself or is nested too deeply.
     """
     doc = {"id": request_id, "status": STATUS_DONE, "value": value}
-    if codec.is_plain_scalar(value):
+    if codec.is_plain_scalar(value):  # small by definition: no size check needed
         try:
             return [bson.encode(doc)]
         except UnicodeEncodeError:
@@ -157,7 +182,7 @@ def done_reply(
             value, root, options=options, attachments=attachments, careful=careful
         )
         try:
-            return _with_attachments(doc, attachments)
+            return _within(_with_attachments(doc, attachments), limit, "they")
         except UnicodeEncodeError:  # see invoke_request
             if careful:
                 raise
@@ -250,6 +275,7 @@ def _safe_str(exc: BaseException) -> str:
 
 __all__ = [
     "FrameError",
+    "MessageTooLarge",
     "Parts",
     "ProtocolError",
     "attachment_sizes",

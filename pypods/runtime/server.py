@@ -67,6 +67,7 @@ class PodServer:
         self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
         self._options = codec.DEFAULT_OPTIONS
         self._running = False  # a pod function is running: signals may interrupt it
+        self._attachments: list = []  # those of the message being handled
         self._pod_file = pod_file
         self._flush_output = flush_output
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -96,20 +97,21 @@ class PodServer:
         receive = self._receive
         while True:
             try:
-                received = receive()
+                message = receive()
             except (FrameError, messages.ProtocolError, codec.DecodeError, EOFError) as exc:
                 _report(f"the client sent a corrupt message ({exc}); exiting")
                 return 2
-            if received is None:
+            if message is None:
                 return 0  # the client closed the connection: it is gone or done
-            message, attachments = received
             op = message.get("op")
             if op == OP_INVOKE:
                 try:
-                    self._invoke(message, attachments)
+                    self._invoke(message)
                 except KeyboardInterrupt as exc:  # landed just as the function returned
                     error = messages.exception_error(exc)
                     self._reply(messages.error_reply(message["id"], error))
+                if self._attachments:  # not used (the request was refused): let go
+                    self._attachments = []
             elif op == OP_DESCRIBE:
                 if not self._describe(message):
                     return 1
@@ -151,7 +153,7 @@ class PodServer:
         self._reply(messages.done_reply(request_id, description, root="description"))
         return True
 
-    def _invoke(self, message: dict[str, Any], attachments: list) -> None:
+    def _invoke(self, message: dict[str, Any]) -> None:
         request_id = message["id"]
         name = message.get("fn")
         function = self._functions.get(name) if type(name) is str else None
@@ -162,21 +164,25 @@ class PodServer:
             self._reply(messages.error_reply(request_id, error))
             return
         args = message.get(FIELD_PLAIN_ARGS)
-        kwargs = message.get(FIELD_KWARGS)
+        kwargs = None
         try:
-            if args is None:
+            if type(args) is not list:  # not the tiny call's plain arguments: decode
+                if args is not None:
+                    raise codec.DecodeError("plain arguments must be a list")
                 args = message.get(FIELD_ARGS)
+                kwargs = message.get(FIELD_KWARGS)
                 if args is not None or kwargs is not None:
-                    decoding = codec.Decoding(self._options, attachments)
+                    decoding = codec.Decoding(self._options, self._attachments)
+                    self._attachments = []
                     args = decoding.value(args) if args is not None else ()
                     if kwargs is not None:
                         kwargs = decoding.value(kwargs)
                 else:
                     args = ()
-            elif type(args) is not list:
-                raise codec.DecodeError("plain arguments must be a list")
-            if type(args) not in _ARGS_TYPES or (kwargs is not None and type(kwargs) is not dict):
-                raise codec.DecodeError("args must be a list and kwargs a dict")
+                if type(args) not in _ARGS_TYPES or (
+                    kwargs is not None and type(kwargs) is not dict
+                ):
+                    raise codec.DecodeError("args must be a list and kwargs a dict")
         except RecursionError:
             self._refuse_arguments(request_id, name, "they are nested too deeply to rebuild here")
             return
@@ -201,21 +207,16 @@ class PodServer:
         finally:
             self._running = False
         try:
-            reply = messages.done_reply(request_id, result, options=self._options)
-            total = len(reply[0]) if len(reply) == 1 else messages.size(reply)
-            if total > self._max_message_size:
-                raise ValueError(
-                    f"it is {total} bytes, more than the client's maximum message size "
-                    f"of {self._max_message_size} bytes (PodLoader(max_message_size=...))"
-                )
+            reply = messages.done_reply(
+                request_id, result, options=self._options, limit=self._max_message_size
+            )
         except Exception as exc:  # TypeError/ValueError from the codec, or from bson
             error = messages.plain_error(
                 KIND_RAISED,
-                type(exc).__name__ if type(exc) in (ValueError, RecursionError) else "TypeError",
+                _error_type_name(exc),
                 f"{name}() returned a value that cannot cross back to the client: {exc}",
             )
             reply = messages.error_reply(request_id, error)
-        del result
         self._reply(reply)
 
     def _refuse_arguments(self, request_id: int, name: Any, problem: str) -> None:
@@ -249,7 +250,9 @@ class PodServer:
 
     # -- I/O -----------------------------------------------------------------------------
 
-    def _receive(self) -> tuple[dict[str, Any], list] | None:
+    def _receive(self) -> dict[str, Any] | None:
+        """The next message (None at end-of-file); its attachments go to
+        ``self._attachments``, for the decoding of that message only."""
         reader = self._reader
         frame = reader.next_frame()
         while frame is None:
@@ -266,14 +269,13 @@ class PodServer:
                 reader.wrote(count)
                 frame = reader.next_frame()
         message = messages.unpack(frame)
-        if FIELD_ATTACHMENTS not in message:
-            return message, []
-        sizes, immutable = messages.attachment_sizes(message, self._max_message_size)
-        read_fd = self._read_fd
-        attachments = read_attachments(
-            reader, sizes, lambda view: os.readv(read_fd, [view]), immutable
-        )
-        return message, attachments
+        if FIELD_ATTACHMENTS in message:
+            sizes, immutable = messages.attachment_sizes(message, self._max_message_size)
+            read_fd = self._read_fd
+            self._attachments = read_attachments(
+                reader, sizes, lambda view: os.readv(read_fd, [view]), immutable
+            )
+        return message
 
     def _reply(self, parts: messages.Parts) -> None:
         self._flush_output()
@@ -448,3 +450,10 @@ def _resident_memory() -> int | str:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return "unknown"
+
+
+def _error_type_name(exc: Exception) -> str:
+    """The builtin a result's encoding failure is reported as."""
+    if isinstance(exc, messages.MessageTooLarge):
+        return "ValueError"
+    return type(exc).__name__ if type(exc) in (ValueError, RecursionError) else "TypeError"
