@@ -3,6 +3,7 @@ memory limit, and a pod that writes forged replies onto the protocol pipe."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pypods import PodCrashedError, PodLoader, PodProtocolError, RemoteError
+from pypods.runtime.codec import TAG
 
 from .conftest import pid_alive, wait_until, write_pod
 
@@ -270,3 +272,26 @@ def test_a_reply_with_the_right_id_and_an_unknown_status_is_refused(faulty_dir):
         with pytest.raises(PodProtocolError, match="unknown status"):
             loader.forge(document={"id": next_id, "status": "maybe"})
         assert loader.calls() == 1
+
+
+def test_a_pickle_is_never_unpickled_unless_the_loader_opted_in(faulty_dir, tmp_path):
+    """A reply carrying a pickle whose loading would run code (here: create a file)
+    is refused by a client that did not opt into pickle, and the code never runs."""
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(str(marker)))
+    with PodLoader("faulty", pods_dir=faulty_dir) as loader:
+        assert loader.calls() == 1  # requests 1 (describe) and 2: forge() is request 3
+        forged = {"id": 3, "status": "done", "value": {TAG: "pickle", "v": payload}}
+        with pytest.raises(PodProtocolError, match="pickle is not enabled"):
+            loader.forge(document=forged)
+    assert not marker.exists()
+    pickle.loads(payload)  # the same bytes do run code when unpickled: the test is real
+    assert marker.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
