@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,36 @@ class _Exploit:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_timeout_never_loses_a_queued_callers_result_silently(faulty_dir):
+    """A call that times out stops the pod; a call queued behind it either runs on a
+    fresh pod or, if its own time ran out while it waited, says it never started."""
+    import threading
+
+    from pypods import PodTimeoutError
+
+    with PodLoader("faulty", pods_dir=faulty_dir, timeout=1.0) as loader:
+        first_pid = loader.get_pid()
+        outcomes: dict = {}
+
+        def run(name, function, *args):
+            try:
+                outcomes[name] = function(*args)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        slow = threading.Thread(target=run, args=("slow", loader.sleep, 30))
+        slow.start()
+        time.sleep(0.2)  # let the slow call take the pod first
+        queued = threading.Thread(target=run, args=("queued", loader.get_pid))
+        queued.start()
+        slow.join(30)
+        queued.join(30)
+        assert isinstance(outcomes["slow"], PodTimeoutError)
+        late = outcomes["queued"]
+        if isinstance(late, Exception):
+            assert isinstance(late, PodTimeoutError) and "not started" in str(late)
+        else:
+            assert late != first_pid  # it ran, on the fresh pod
+        assert loader.get_pid() != first_pid
