@@ -218,3 +218,29 @@ def test_any_supported_value_round_trips_with_pickle_enabled(value):
     """Enabling pickle changes nothing for types the codec carries itself."""
     options = codec.CodecOptions(pickle=True)
     assert_same(value, through_bson(value, options))
+
+
+# -- attachments -------------------------------------------------------------------
+
+
+BIG = codec.ATTACH_MIN
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [b"a" * BIG, b"b" * BIG, b"c" * (BIG + 1)],
+        ["x" * BIG, "ÿ" * BIG, "\udc80" * BIG],
+        {"one": b"1" * BIG, "two": "2" * BIG, "three": bytearray(b"3" * BIG)},
+    ],
+    ids=["bytes", "str", "mixed"],
+)
+def test_several_attachments_read_back_as_bytes_in_one_message(value):
+    assert_same(value, through_bson(value))
+
+
+def test_a_dict_re_encoded_for_a_non_string_key_attaches_each_value_once():
+    value = {"blob": b"x" * BIG, 1: "int key", "text": "t" * BIG}
+    parts = messages.done_reply(1, value)
+    assert len(parts) == 3, "the document and one attachment per large value"
+    assert_same(value, through_bson(value))

@@ -189,6 +189,11 @@ def test_large_bytes_and_arrays_cross_whole(pod):
     assert pod.describe_array(array)["sum"] == array.sum()
 
 
+def test_several_large_bytes_and_strings_cross_in_one_call_each_way(pod):
+    value = [b"a" * 40_000, "s" * 40_000, {"blob": b"b" * 50_000, 2: "int key"}, b"c" * 60_000]
+    assert_same(value, pod.echo(value))
+
+
 def test_a_long_list_of_floats_and_of_ints_crosses_exactly(pod):
     floats = [i / 3 for i in range(1_000_000)] + [-0.0, float("inf")]
     assert_same(floats, pod.echo(floats))

@@ -18,7 +18,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "pods"))
 import numpy as np
 import shared_records
 
-from pypods.runtime.codec import TAG
+from pypods.runtime.codec import ATTACH_MIN, TAG
 
 
 def assert_same(original, returned, path="value"):
@@ -105,8 +105,22 @@ hashable_scalars = st.one_of(
     st.sampled_from([shared_records.Perm.R | shared_records.Perm.W, shared_records.Perm.X]),
     st.builds(shared_records.Frozen, st.text(max_size=5), st.integers()),
 )
+#: Bytes and strings around the size from which they travel as attachments: a short
+#: random part repeated, so they are cheap to build yet differ from each other.
+large_bytes = st.builds(
+    lambda part, extra: (part * (ATTACH_MIN // len(part) + 1))[: ATTACH_MIN + extra],
+    st.binary(min_size=1, max_size=8),
+    st.integers(-2, 64),
+)
+large_text = st.builds(
+    lambda part, extra: part * (ATTACH_MIN // len(part) + extra),
+    st.text(min_size=1, max_size=4),
+    st.integers(0, 2),
+)
 scalars = st.one_of(
     hashable_scalars,
+    large_bytes,
+    large_text,
     st.floats(allow_nan=True, allow_infinity=True),
     st.binary(max_size=20).map(bytearray),
     st.decimals(allow_nan=True),

@@ -286,8 +286,14 @@ class Encoding:
         out = {}
         value = self.value
         careful = self.careful
+        attachments = self.attachments
+        attached = len(attachments) if attachments is not None else 0
         for k, x in d.items():
             if type(k) is not str or "\x00" in k or (careful and not utf8_safe(k)):
+                if attachments is not None:
+                    # The values met so far are encoded again below: drop what
+                    # they attached, or it would be sent twice.
+                    del attachments[attached:]
                 return self.dict_items(d, depth)
             out[k] = value(x, depth)
         return out

@@ -222,7 +222,11 @@ def read_attachments(
             # BufferedReader.read(n) allocates the bytes object and has the raw
             # stream read into it directly; a 1-byte buffer means it never reads
             # past the attachment's end.
-            data = io.BufferedReader(source, buffer_size=1).read(size)
+            buffered = io.BufferedReader(source, buffer_size=1)
+            try:
+                data = buffered.read(size)
+            finally:
+                buffered.detach()  # else collecting it would close the shared source
             if len(data) < size:
                 raise EOFError(f"the stream ended inside an attachment of {size} bytes")
             buffers.append(data)
