@@ -195,6 +195,9 @@ def test_very_deep_nesting_raises_instead_of_crashing():
         bson.Regex("x"),
         bson.Binary(b"x", 0x80),
         dt.datetime(2024, 1, 1),  # a BSON datetime: PyPods never sends one untagged
+        # NumPy would widen a size-0 string dtype and allocate exabytes from no data
+        {TAG: "ndarray", "dtype": "|S0", "shape": [2**62], "order": "C", "v": b""},
+        {TAG: "ndarray", "dtype": "<U0", "shape": [2**30, 2**30], "order": "C", "v": b""},
     ],
     ids=repr,
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import struct
+
 import bson
 import pytest
 from hypothesis import given, settings
@@ -120,3 +123,17 @@ def test_garbage_never_hangs_or_crashes_the_reader(garbage):
     except FrameError:
         pass
     assert reader.pending <= len(garbage)
+
+
+def test_a_huge_announced_frame_costs_no_memory_until_its_bytes_arrive():
+    """4 bytes announcing a 1 GiB frame must not make the reader touch 1 GiB."""
+
+    def resident() -> int:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    reader = FrameReader(max_frame_size=(1 << 31) - 1)
+    before = resident()
+    assert reader.take(struct.pack("<i", 1 << 30) + b"\x00" * 16) is None
+    assert len(reader.writable()) == (1 << 30) - 20
+    assert resident() - before < 64 << 20

@@ -89,6 +89,10 @@ def _decode_array(doc: dict, decoding: Decoding) -> Any:
     count = 1
     for n in shape:
         count *= n
+    if dtype.itemsize == 0 and dtype.kind in "SU":
+        # NumPy widens these to one character: zeros of any count would be allocated
+        # from no data at all. The encoder never sends them (arrays never have them).
+        raise DecodeError(f"malformed array: dtype {dtype.str} has no size")
     data = decoding.binary(doc)
     if len(data) != count * dtype.itemsize:
         raise DecodeError(

@@ -548,6 +548,8 @@ def decode(
         raise DecodeError(f"malformed value: {exc}") from None
     except RecursionError:
         raise NestingError("the value is nested too deeply to rebuild here") from None
+    except MemoryError:
+        raise DecodeError("there is not enough memory here to rebuild it") from None
 
 
 def payload(doc: dict, expected: type) -> Any:

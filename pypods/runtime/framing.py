@@ -57,7 +57,7 @@ class FrameReader:
         self.max_frame_size = max_frame_size
         self._whole: bytes | None = None  # a chunk not yet looked at (zero-copy path)
         self._buf = bytearray()  # pending bytes of small frames
-        self._big: bytearray | None = None  # the one large frame being filled
+        self._big: Buffer | None = None  # the one large frame being filled
         self._big_view: memoryview | None = None
         self._big_filled = 0
 
@@ -67,7 +67,7 @@ class FrameReader:
         whole = len(self._whole) if self._whole is not None else 0
         return whole + len(self._buf) + self._big_filled
 
-    def take(self, data: bytes) -> bytes | bytearray | None:
+    def take(self, data: bytes) -> bytes | Buffer | None:
         """``feed(data)``, then ``next_frame()``: the common case in one call.
 
         When nothing is pending and ``data`` is exactly one frame (a typical small
@@ -123,7 +123,7 @@ class FrameReader:
             raise ValueError("wrote() count is outside the writable region")
         self._big_filled += count
 
-    def next_frame(self) -> bytes | bytearray | None:
+    def next_frame(self) -> bytes | Buffer | None:
         """Return the next complete frame, or None until more bytes arrive.
 
         Raises:
@@ -154,7 +154,9 @@ class FrameReader:
             del buf[:size]
             return self._check_end(complete)
         if size > READ_SIZE:
-            self._big = bytearray(size)
+            # Pages of a mapped buffer are touched only as data arrives: a peer that
+            # announces a huge frame and sends nothing costs no memory.
+            self._big = allocate(size)
             self._big_view = memoryview(self._big)
             self._big_view[: len(buf)] = buf
             self._big_filled = len(buf)
@@ -175,7 +177,7 @@ class FrameReader:
         return size
 
     @staticmethod
-    def _check_end(frame: bytes | bytearray) -> bytes | bytearray:
+    def _check_end(frame: bytes | Buffer) -> bytes | Buffer:
         if frame[-1] != 0:
             raise FrameError("frame does not end with a NUL byte: the stream is corrupt")
         return frame

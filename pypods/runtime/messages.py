@@ -12,7 +12,7 @@ from typing import Any, List, Mapping, Sequence
 import bson
 
 from . import codec
-from .framing import FrameError
+from .framing import Buffer, FrameError
 from .protocol import (
     ERROR_KIND,
     ERROR_MESSAGE,
@@ -64,7 +64,7 @@ def pack(doc: dict[str, Any]) -> bytes:
     return bson.encode(doc)
 
 
-def unpack(frame: bytes | bytearray | memoryview) -> dict[str, Any]:
+def unpack(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
     """Decode one frame into a message document.
 
     Raises:

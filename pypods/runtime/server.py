@@ -189,6 +189,9 @@ class PodServer:
         except codec.DecodeError as exc:
             self._refuse_arguments(request_id, name, str(exc))
             return
+        except MemoryError:
+            self._refuse_arguments(request_id, name, "there is not enough memory here")
+            return
         except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
             error = messages.plain_error(KIND_BAD_REQUEST, "ValueError", f"malformed value: {exc}")
             self._reply(messages.error_reply(request_id, error))
