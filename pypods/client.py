@@ -54,6 +54,7 @@ from .runtime.protocol import (
     KIND_START_FAILED,
     MAX_FRAME_SIZE,
     OP_DESCRIBE,
+    OP_FORGET_CANCEL,
     OP_SHUTDOWN,
     PROTOCOL_VERSION,
     STATUS_DONE,
@@ -149,7 +150,8 @@ class PodProcess:
         # A call interrupted by Ctrl-C whose reply is still to come: (id, function,
         # deadline). Whoever takes the call lock next reads that reply first.
         self._awaiting: tuple[int, str | None, float] | None = None
-        self._in_reply = False  # reading a reply's attachments: the stream is mid-message
+        self._in_reply = False  # a reply's frame is in, its attachments may not be
+        self._replied = False  # the reply to the current request has been read whole
         self._pickle = pickle
         self._options = codec.DEFAULT_OPTIONS  # until the pod has said what it has
         self.pid = proc.pid
@@ -346,7 +348,7 @@ class PodProcess:
                 request was not sent; the owner may start a new process and retry.
         """
         lock = self._lock
-        sent = received = False
+        sent = False
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             if deadline is None:
@@ -365,6 +367,7 @@ class PodProcess:
                 raise NotSent
             if self._exited:
                 self._fail_crashed(function, during=False)
+            self._replied = False
             try:
                 if len(parts) == 1:
                     data = parts[0]
@@ -378,7 +381,6 @@ class PodProcess:
                 self._fail_crashed(function, during=False)
             sent = True
             reply = self._receive(request_id, function, deadline, timeout)
-            received = True
             if self._pump.has_output():  # what the call printed is out before it returns
                 self._pump.drain()
             return reply
@@ -389,7 +391,7 @@ class PodProcess:
             # whose reply has not begun is cancelled: the pod is asked to interrupt
             # it, and its reply is read (and dropped) before the next call. Anywhere
             # else the stream may be cut mid-message, so the pod is stopped.
-            if lock._is_owned() and not received:  # type: ignore[attr-defined]
+            if lock._is_owned() and not self._replied:  # type: ignore[attr-defined]
                 if sent and isinstance(exc, KeyboardInterrupt) and self._can_cancel():
                     self._cancel(request_id, function)
                 else:
@@ -445,11 +447,19 @@ class PodProcess:
         if self._dead:
             return
         try:
-            self._receive(request_id, function, deadline, self.cancel_grace)
+            try:
+                self._receive(request_id, function, deadline, self.cancel_grace)
+            except codec.NestingError:
+                pass  # read past whole: the stream is in step
+            # The cancel may have reached the pod after the function ended: it must
+            # not cancel the next call.
+            self._write_rest(messages.request(OP_FORGET_CANCEL, next(self._ids))[0], 0)
         except PodTimeoutError:
             logger.debug("pod %r: %s() did not stop within the grace period", self.pod, function)
-        except (PodError, codec.NestingError):
+        except PodError:
             pass  # the pod died or broke the protocol meanwhile: it is stopped already
+        except BrokenPipeError:
+            pass  # the pod died just now: the next call reports it
         if self._pump.has_output():
             self._pump.drain()
 
@@ -487,25 +497,38 @@ class PodProcess:
                         self._fail_crashed(function, during=True)
                     reader.wrote(count)
                     frame = reader.next_frame()
-            reply = messages.unpack(frame)
+            self._in_reply = True  # from here on, a Ctrl-C cannot be a cancel
+            too_deep = None
+            try:
+                reply = messages.unpack(frame)
+            except codec.NestingError as exc:
+                # Valid, but too deep to decode from this caller's stack: read past its
+                # attachments all the same, so that only this reply is lost.
+                reply, too_deep = messages.unpack_header(frame), exc
+            except BaseException:
+                # Interrupted (Ctrl-C) while decoding: with no attachments to follow,
+                # the message is in whole and the stream in step; the pod can stay.
+                if not _has_attachments(frame):
+                    self._replied = True
+                    self._in_reply = False
+                raise
             attachments: list = []
             if FIELD_ATTACHMENTS in reply:
                 sizes, immutable = messages.attachment_sizes(reply, self.max_message_size)
                 read_into = self._attachment_reader(function, deadline, timeout)
-                self._in_reply = True
                 attachments = read_attachments(reader, sizes, read_into, immutable)
-                self._in_reply = False
-        except codec.NestingError as exc:
-            # A whole frame, consumed: the stream is in step, only this reply is lost.
-            raise codec.NestingError(
-                f"the reply to {function}() could not be received: {exc}"
-            ) from None
         except (FrameError, messages.ProtocolError) as exc:
             if self._exited:  # the watcher's doorbell byte landed inside a cut-off frame
                 self._fail_crashed(function, during=True)
             self._fail_protocol(str(exc))
+        self._replied = True  # set before _in_reply is cleared: never neither
+        self._in_reply = False
         if reply["id"] != request_id:
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
+        if too_deep is not None:
+            raise codec.NestingError(
+                f"the reply to {function}() could not be received: {too_deep}"
+            ) from None
         return reply, attachments
 
     def _attachment_reader(
@@ -859,6 +882,14 @@ def _error_fields(reply: dict[str, Any]) -> dict[str, Any]:
         ERROR_MESSAGE: str(error.get(ERROR_MESSAGE, "")),
         ERROR_TRACEBACK: str(error.get(ERROR_TRACEBACK, "")),
     }
+
+
+def _has_attachments(frame: Any) -> bool:
+    """Whether a valid frame announces attachments (True when that is unknown)."""
+    try:
+        return FIELD_ATTACHMENTS in messages.unpack_header(frame)
+    except messages.ProtocolError:
+        return True
 
 
 def _exit_text(returncode: int | None) -> str:

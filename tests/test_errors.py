@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import bson
 import pytest
 
 from pypods import (
@@ -296,12 +297,26 @@ def test_a_runtime_speaking_another_protocol_is_refused(pods_dir):
         PodLoader("stale", pods_dir=pods_dir).load_pod()
 
 
+#: Bytes that would pass for the reply to the next call if they were read as a frame.
+FORGED_REPLY = bson.encode({"id": 0, "status": "done", "value": "forged", "pad": "x" * 40_000})
+
+
 @pytest.mark.parametrize("spare", [120, 40])  # our decoder fails / pymongo's fails too
-def test_a_result_too_deep_for_the_client_is_refused_without_killing_the_pod(toolbox, spare):
+@pytest.mark.parametrize(
+    "beside",
+    [None, b"A" * 40_000, FORGED_REPLY],
+    ids=["alone", "with-an-attachment", "with-an-attachment-that-looks-like-a-reply"],
+)
+def test_a_result_too_deep_for_the_client_is_refused_without_killing_the_pod(
+    toolbox, spare, beside
+):
+    """Its attachments are read past all the same: the stream stays in step."""
     limit = sys.getrecursionlimit()
 
     def deep_call(depth):
-        return toolbox.nest_dicts(150) if depth == 0 else deep_call(depth - 1)
+        return toolbox.nest_dicts(150, beside) if depth == 0 else deep_call(depth - 1)
+
+    toolbox.timeout = 30  # out of step, the next call would wait for a frame never sent
 
     assert toolbox.counter() == 1
     pid = toolbox.get_pid()

@@ -84,6 +84,10 @@ def grow_in_background(mb):
     threading.Thread(target=run, daemon=True).start()
 
 
+def strings(n):
+    return [str(i) for i in range(n)]  # one large document, slow to decode
+
+
 def resident():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -178,6 +182,86 @@ def test_ctrl_c_reaches_the_caller_before_the_grace_is_over(faulty_dir):
         cancel_grace=30,
     )
     assert out.split() == ["interrupted", "True"]
+
+
+def test_ctrl_c_before_the_pod_starts_the_call_still_cancels_it(faulty_dir):
+    """The cancel reaches a pod that has not read the request yet (it is stopped):
+    the call is cancelled as soon as the pod gets to it, and the pod lives on."""
+    out = run_client(
+        faulty_dir,
+        """
+        first_pid, first = pod.get_pid(), pod.calls()
+        os.kill(first_pid, signal.SIGSTOP)
+        threading.Timer(1.0, os.kill, (first_pid, signal.SIGCONT)).start()
+        ctrl_c(0.5)
+        try:
+            pod.sleep(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        started = time.monotonic()
+        print(pod.get_pid() == first_pid, pod.calls() == first + 1)
+        print(time.monotonic() - started < 1.5)  # not the 2 s grace: the call never ran
+        """,
+    )
+    assert out.split() == ["interrupted", "True", "True", "True"]
+
+
+def test_ctrl_c_after_the_reply_is_in_is_no_cancel(faulty_dir):
+    """Ctrl-C while the reply's document is decoded: the pod has answered and waits
+    for the next call; it must neither be sent a cancel nor be stopped."""
+    out = run_client(
+        faulty_dir,
+        """
+        import pypods.client
+        first_pid, first = pod.get_pid(), pod.calls()
+        unpack = pypods.client.messages.unpack
+
+        def interrupted_unpack(frame):
+            if len(frame) > 1 << 20:  # the large reply: Ctrl-C lands as it is decoded
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            return unpack(frame)
+
+        pypods.client.messages.unpack = interrupted_unpack
+        try:
+            pod.strings(300_000)
+        except KeyboardInterrupt:
+            print("interrupted")
+        pypods.client.messages.unpack = unpack
+        print(pod.get_pid() == first_pid, pod.calls() == first + 1)
+        """,
+    )
+    assert out.split() == ["interrupted", "True", "True"]
+
+
+def test_a_cancel_that_comes_after_the_call_ended_does_not_cancel_the_next(faulty_dir):
+    """Ctrl-C after the pod replied but before the reply is read: the pod gets a
+    SIGINT with no call running; it must not cancel the call that comes next."""
+    out = run_client(
+        faulty_dir,
+        """
+        import pypods.client
+        first_pid, first = pod.get_pid(), pod.calls()
+        receive = pypods.client.PodProcess._receive
+
+        def late_receive(self, *args):
+            if not hasattr(late_receive, "done"):
+                late_receive.done = True
+                time.sleep(0.5)  # the pod replies and waits for the next call
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            return receive(self, *args)
+
+        pypods.client.PodProcess._receive = late_receive
+        try:
+            pod.calls()
+        except KeyboardInterrupt:
+            print("interrupted")
+        pypods.client.PodProcess._receive = receive
+        print(pod.calls() == first + 2, pod.get_pid() == first_pid)
+        """,
+    )
+    assert out.split() == ["interrupted", "True", "True"]
 
 
 @pytest.mark.parametrize("grace", [-1, float("nan"), "1", True])

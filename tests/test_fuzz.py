@@ -151,3 +151,27 @@ def test_the_fuzz_helpers_receive_valid_streams_whole():
     """The harness itself: a valid stream of two messages comes out as its values."""
     assert receive(stream_of([1, b"y" * 50_000]) + stream_of("two")) == [[1, b"y" * 50_000], "two"]
     assert through_bson((1, 2)) == (1, 2)
+
+
+# -- reading past a message too deep to decode --------------------------------------------
+
+HEADER_FIELDS = ("id", "x", "xb")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values_with_arrays)
+def test_the_header_of_any_message_matches_its_full_decoding(value):
+    frame = messages.done_reply(7, value)[0]
+    full = messages.unpack(frame)
+    assert messages.unpack_header(frame) == {k: full[k] for k in HEADER_FIELDS if k in full}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=5, max_size=200))
+def test_the_header_of_random_bytes_is_a_protocol_error_or_a_document(data):
+    frame = len(data).to_bytes(4, "little") + data[4:-1] + b"\x00"
+    try:
+        header = messages.unpack_header(frame)
+    except messages.ProtocolError:
+        return
+    assert type(header["id"]) is int and set(header) <= set(HEADER_FIELDS)

@@ -6,6 +6,7 @@ client and the pod server own the file descriptors.
 
 from __future__ import annotations
 
+import struct
 import traceback
 from typing import Any, List, Mapping, Sequence
 
@@ -85,6 +86,64 @@ def unpack(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
     if type(doc.get("id")) is not int:
         raise ProtocolError(f"message without an integer id: keys {sorted(doc)}")
     return doc
+
+
+def unpack_header(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
+    """The message's ``id`` and attachment fields only, without decoding anything else.
+
+    For a frame ``unpack`` could not decode for its depth: its attachments must still
+    be read past to keep the stream in step. Top-level elements are walked by their
+    sizes, so nothing nested is ever looked into.
+
+    Raises:
+        ProtocolError: the frame's elements do not add up, or it has no int ``id``.
+    """
+    data = memoryview(frame).cast("B")
+    kept = []
+    end = len(data) - 1
+    position = 4
+    try:
+        while position < end:
+            start = position
+            kind = data[position]
+            name_end = bytes(data[position + 1 : end]).index(b"\x00") + position + 1
+            position = _element_end(data, kind, name_end + 1)
+            if bytes(data[start + 1 : name_end]) in _HEADER_FIELDS:
+                kept.append(bytes(data[start:position]))
+        if position != end:
+            raise ValueError("elements overrun the frame")
+        body = b"".join(kept)
+        doc = bson.decode(_LENGTH_PREFIX.pack(len(body) + 5) + body + b"\x00")
+    except Exception as exc:
+        raise ProtocolError(f"invalid BSON in frame: {exc}") from None
+    if type(doc.get("id")) is not int:
+        raise ProtocolError(f"message without an integer id: keys {sorted(doc)}")
+    return doc
+
+
+_HEADER_FIELDS = frozenset({b"id", FIELD_ATTACHMENTS.encode(), FIELD_IMMUTABLE.encode()})
+_LENGTH_PREFIX = struct.Struct("<i")
+#: Sizes of BSON values that have a fixed size, by element type.
+_FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8,
+                0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}  # fmt: skip
+
+
+def _element_end(data: memoryview, kind: int, position: int) -> int:
+    """Where the value of type ``kind`` that starts at ``position`` ends."""
+    if kind in _FIXED_SIZES:
+        return position + _FIXED_SIZES[kind]
+    if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 size, then the bytes
+        return position + 4 + _LENGTH_PREFIX.unpack_from(data, position)[0]
+    if kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total
+        return position + _LENGTH_PREFIX.unpack_from(data, position)[0]
+    if kind == 0x05:  # binary: int32 size, subtype, bytes
+        return position + 5 + _LENGTH_PREFIX.unpack_from(data, position)[0]
+    if kind == 0x0C:  # DBPointer: string, then 12 bytes
+        return position + 16 + _LENGTH_PREFIX.unpack_from(data, position)[0]
+    if kind == 0x0B:  # regex: two C strings
+        first = bytes(data[position:]).index(b"\x00") + position + 1
+        return bytes(data[first:]).index(b"\x00") + first + 1
+    raise ValueError(f"unknown element type {kind:#x}")
 
 
 #: A message ready to write: the BSON document, then its attachments, in order.

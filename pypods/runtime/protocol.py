@@ -22,14 +22,17 @@ from __future__ import annotations
 #: sends its version in ``describe`` and refuses a pod runtime that answers with another.
 #: Pod venvs outlive upgrades of PyPods, so this check is what turns a stale runtime copy
 #: into a clear error instead of a confusing failure later.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # -- requests (client -> pod) ------------------------------------------------------
 OP_DESCRIBE = "describe"  # {protocol, pickle, cloudpickle}: reply value is the description
 OP_INVOKE = "invoke"  # {fn, args? | plain_args?, kwargs?}: call a served function
 OP_SHUTDOWN = "shutdown"  # {}: reply, then exit cleanly (atexit handlers run)
+# {}: no reply. Sent after the reply of a cancelled call was read, before any other
+# request: a cancel (SIGINT) that arrived after that call's function had ended is stale.
+OP_FORGET_CANCEL = "forget_cancel"
 
-REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN})
+REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN, OP_FORGET_CANCEL})
 
 # Fields of an invoke request. Positional arguments come as "args" (encoded values,
 # see codec.py), or, when every one of them is a plain scalar that BSON carries

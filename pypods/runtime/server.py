@@ -32,6 +32,7 @@ from .protocol import (
     KIND_START_FAILED,
     MAX_FRAME_SIZE,
     OP_DESCRIBE,
+    OP_FORGET_CANCEL,
     OP_INVOKE,
     OP_SHUTDOWN,
     PROTOCOL_VERSION,
@@ -67,6 +68,7 @@ class PodServer:
         self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
         self._options = codec.DEFAULT_OPTIONS
         self._running = False  # a pod function is running: signals may interrupt it
+        self._cancel_pending = False  # a SIGINT came before the function could start
         self._attachments: list = []  # those of the message being handled
         self._pod_file = pod_file
         self._flush_output = flush_output
@@ -112,6 +114,8 @@ class PodServer:
                     self._reply(messages.error_reply(message["id"], error))
                 if self._attachments:  # not used (the request was refused): let go
                     self._attachments = []
+            elif op == OP_FORGET_CANCEL:
+                self._cancel_pending = False
             elif op == OP_DESCRIBE:
                 if not self._describe(message):
                     return 1
@@ -198,6 +202,9 @@ class PodServer:
             return
         self._running = True
         try:
+            if self._cancel_pending:  # the cancel came before the function could start
+                self._cancel_pending = False
+                raise KeyboardInterrupt(_CANCELLED)
             result = function(*args, **kwargs) if kwargs else function(*args)
         except SystemExit:
             self._flush_output()
@@ -233,12 +240,18 @@ class PodServer:
 
     def install_signal_handlers(self, max_memory: int) -> None:
         """SIGINT cancels the running call (the client's Ctrl-C); SIGUSR1 makes it
-        fail with MemoryError (the client saw the pod over ``max_memory``). Between
-        calls both are ignored: they concern a call that has already ended."""
+        fail with MemoryError (the client saw the pod over ``max_memory``).
+
+        A SIGINT that comes while no function runs is kept for the next one to start:
+        the client sends it only after the whole request, which the pod may not have
+        read yet. If it was meant for a call that had already ended, the client says
+        so with ``forget_cancel`` before its next request. SIGUSR1 between calls is
+        ignored: the memory watch checks again."""
 
         def cancel(signum: int, frame: object) -> None:
             if self._running:
-                raise KeyboardInterrupt("the call was cancelled by the client (Ctrl-C)")
+                raise KeyboardInterrupt(_CANCELLED)
+            self._cancel_pending = True
 
         def give_up_memory(signum: int, frame: object) -> None:
             if self._running:
@@ -290,6 +303,9 @@ class PodServer:
         else:
             write_fd = self._write_fd
             write_all(lambda views: os.writev(write_fd, views), parts)
+
+
+_CANCELLED = "the call was cancelled by the client (Ctrl-C)"
 
 
 def _import_pod(pod_file: str) -> types.ModuleType:

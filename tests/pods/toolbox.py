@@ -101,11 +101,12 @@ def nest(levels):
     return value
 
 
-def nest_dicts(levels):
+def nest_dicts(levels, beside=None):
+    """Dicts nested ``levels`` deep; with ``beside``, in a pair with it."""
     value = {}
     for _ in range(levels - 1):
         value = {1: value}  # int keys: three BSON levels each
-    return value
+    return value if beside is None else (value, beside)
 
 
 def return_unsendable():
