@@ -179,6 +179,10 @@ class PodProcess:
         self._cleaner: threading.Thread | None = None
         for fd in (self._wfd, self._rfd):
             _enlarge_pipe(fd)
+        # A pod that stops reading must not block a caller past its timeout: writes
+        # that find the pipe full wait in poll(), against the call's deadline.
+        os.set_blocking(self._wfd, False)
+        self._write_poller: select.poll | None = None
         _live_processes.add(self)
         watcher.attach(self)
 
@@ -371,12 +375,14 @@ class PodProcess:
             try:
                 if len(parts) == 1:
                     data = parts[0]
-                    written = os.write(self._wfd, data)
+                    try:
+                        written = os.write(self._wfd, data)
+                    except BlockingIOError:
+                        written = 0
                     if written < len(data):
-                        self._write_rest(data, written)
+                        self._send([memoryview(data)[written:]], function, deadline, timeout)
                 else:
-                    wfd = self._wfd
-                    write_all(lambda views: os.writev(wfd, views), parts)
+                    self._send(parts, function, deadline, timeout)
             except BrokenPipeError:
                 self._fail_crashed(function, during=False)
             sent = True
@@ -453,7 +459,8 @@ class PodProcess:
                 pass  # read past whole: the stream is in step
             # The cancel may have reached the pod after the function ended: it must
             # not cancel the next call.
-            self._write_rest(messages.request(OP_FORGET_CANCEL, next(self._ids))[0], 0)
+            forget = messages.request(OP_FORGET_CANCEL, next(self._ids))
+            self._send(forget, None, time.monotonic() + self.cancel_grace, self.cancel_grace)
         except PodTimeoutError:
             logger.debug("pod %r: %s() did not stop within the grace period", self.pod, function)
         except PodError:
@@ -469,10 +476,47 @@ class PodProcess:
         self._stopping_reason = reason
         _signal_group(self.pid, signal.SIGKILL)
 
-    def _write_rest(self, data: bytes, written: int) -> None:
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(self._wfd, view) :]
+    def _send(
+        self,
+        parts: messages.Parts,
+        function: str | None,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> None:
+        """Write every byte of ``parts``, waiting for room in the pipe until ``deadline``.
+
+        Raises:
+            PodTimeoutError: the pod did not take the bytes in time (it is stopped,
+                since the stream is cut mid-message).
+            BrokenPipeError: the pod is gone.
+        """
+        wfd = self._wfd
+
+        def write(views: list) -> int:
+            while True:
+                try:
+                    return os.writev(wfd, views)
+                except BlockingIOError:
+                    self._wait_writable(function, deadline, timeout)
+
+        write_all(write, parts)
+
+    def _wait_writable(
+        self, function: str | None, deadline: float | None, timeout: float | None
+    ) -> None:
+        poller = self._write_poller  # used under the call lock only
+        if poller is None:
+            poller = self._write_poller = select.poll()
+            poller.register(self._wfd, select.POLLOUT)
+        if deadline is None:
+            poller.poll()
+            return
+        remaining = deadline - time.monotonic()
+        while remaining > 0:
+            if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
+                return
+            remaining = deadline - time.monotonic()
+        self._fail_timeout(function, timeout)
 
     def _receive(
         self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
@@ -659,9 +703,11 @@ class PodProcess:
             if not self._dead:
                 if not self._exited:
                     request_id = next(self._ids)
+                    deadline = time.monotonic() + timeout
                     try:
-                        self._write_rest(messages.request(OP_SHUTDOWN, request_id)[0], 0)
-                        self._receive(request_id, None, time.monotonic() + timeout, timeout)
+                        shutdown = messages.request(OP_SHUTDOWN, request_id)
+                        self._send(shutdown, None, deadline, timeout)
+                        self._receive(request_id, None, deadline, timeout)
                     except (PodError, OSError):
                         pass
                 self._stop("unloaded", grace=timeout)

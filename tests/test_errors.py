@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import signal
 import subprocess
@@ -207,6 +208,34 @@ def test_timeout_stops_the_pod_and_the_next_call_works(_toolbox_built):
         assert loader.sleep(0.1) == 0.1  # within the limit
     finally:
         loader.unload_pod()
+
+
+@pytest.mark.parametrize("size", [100, 50_000_000])  # fits in the pipe / does not
+def test_timeout_covers_sending_to_a_pod_that_stopped_reading(toolbox, size):
+    """A frozen pod (SIGSTOP) never takes the request: the call still times out, and
+    the next one runs on a fresh pod."""
+    import threading
+
+    toolbox.timeout = 1
+    pid = toolbox.get_pid()
+    os.kill(pid, signal.SIGSTOP)
+    outcome: list = []
+
+    def call() -> None:
+        try:
+            outcome.append(toolbox.echo(b"x" * size))
+        except Exception as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(60)  # a liveness bound, far above the timeout: not a timing check
+    if caller.is_alive():
+        os.kill(pid, signal.SIGCONT)
+        pytest.fail("the call was still blocked long after its timeout")
+    assert isinstance(outcome[0], PodTimeoutError), outcome
+    assert wait_until(lambda: not pid_alive(pid))
+    assert toolbox.get_pid() != pid
 
 
 def test_timeout_can_be_changed_on_a_loaded_pod(toolbox):
