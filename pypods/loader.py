@@ -250,6 +250,9 @@ class PodLoader:
         """
         proxy = self._proxies.get(name)
         if proxy is None:
+            with self._lock:  # a load_pod() in another thread: wait for what it serves
+                proxy = self._proxies.get(name)
+        if proxy is None:
             self._require_loaded()
             raise NoSuchFunctionError(self.name, name, list(self._proxies))
         return proxy(*args, **kwargs)
@@ -258,7 +261,11 @@ class PodLoader:
         process = self._slot.process
         while True:
             if process is None:
-                raise self._not_loaded()
+                with self._lock:  # a load_pod() in another thread: wait for its pod
+                    process = self._slot.process
+                if process is None:
+                    raise self._not_loaded()
+                continue
             if process.finished:
                 process = self._restart(process)
                 continue
@@ -347,7 +354,13 @@ class PodLoader:
         proxies = self.__dict__.get("_proxies", {})
         if name in proxies:
             return proxies[name]
-        pod = self.__dict__.get("name", "?")  # never recurse, even half-constructed
+        lock = self.__dict__.get("_lock")  # never recurse, even half-constructed
+        if lock is not None:
+            with lock:  # a load_pod() in another thread: wait for what it serves
+                proxies = self._proxies
+            if name in proxies:
+                return proxies[name]
+        pod = self.__dict__.get("name", "?")
         slot = self.__dict__.get("_slot")
         if slot is None or slot.process is None:
             raise NoSuchFunctionError(pod, name, (), not_loaded=True)

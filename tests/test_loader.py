@@ -14,7 +14,7 @@ import pytest
 
 import pypods
 import pypods.pods
-from pypods import NoSuchFunctionError, PodError, PodLoader, PodNotLoadedError
+from pypods import NoSuchFunctionError, PodCrashedError, PodError, PodLoader, PodNotLoadedError
 
 from .conftest import kill, pid_alive, wait_until, write_pod
 
@@ -209,6 +209,39 @@ def test_threads_each_get_their_own_answer(toolbox):
         t.join()
     assert not errors
     assert results == {n: [n + i for i in range(200)] for n in range(8)}
+
+
+def test_calls_from_other_threads_during_a_reload_wait_for_the_new_pod(toolbox):
+    """Through the loader's attribute, call(), and a proxy taken before the reload."""
+    held_proxy = toolbox.add
+    ways = [lambda: toolbox.add(1, 2), lambda: toolbox.call("add", 1, 2), lambda: held_proxy(1, 2)]
+    answers: list = []
+    pids = set()
+    stop = threading.Event()
+
+    def caller(way):
+        while not stop.is_set():
+            try:
+                answers.append(way())
+            except Exception as exc:
+                answers.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(way,)) for way in ways]
+    for t in threads:
+        t.start()
+    for _ in range(4):
+        toolbox.load_pod()
+        pids.add(toolbox.pid)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(pids) == 4
+    # A call in flight when its pod is stopped fails, as documented; no call ever
+    # finds the pod missing or its functions gone.
+    in_flight = [a for a in answers if isinstance(a, PodCrashedError)]
+    assert all("unloaded during the call" in str(a) for a in in_flight)
+    assert len(in_flight) <= 4 * len(ways)
+    assert answers.count(3) == len(answers) - len(in_flight) > 0
 
 
 # -- proxies ------------------------------------------------------------------------
