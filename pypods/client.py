@@ -245,9 +245,11 @@ class PodProcess:
         try:
             process.description = process._describe()
         except PodCrashedError as exc:
+            why = _exit_text(exc.returncode)
+            if process._stopping_reason is not None:  # the memory watch stopped it
+                why = f"{process._stopping_reason}; {why}"
             raise PodStartError(
-                f"pod {pod!r} died while starting ({_exit_text(exc.returncode)})"
-                + _tail_text(exc.stderr_tail),
+                f"pod {pod!r} died while starting ({why})." + _tail_text(exc.stderr_tail),
                 pod=pod,
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,

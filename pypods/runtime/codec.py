@@ -110,7 +110,8 @@ class NestingError(DecodeError):
     """A received value is nested deeper than this interpreter can rebuild.
 
     Not a broken peer: the sending side may have a deeper stack to spare. The value
-    is refused; the connection is fine.
+    is refused; the receiver reads past the rest of the message (its attachments
+    too), so the connection stays in step.
     """
 
 
