@@ -110,17 +110,32 @@ class _Pipes:
         self.bell = io.FileIO(reply_w, "wb")  # also the pod's stdout: see Popen
 
     def close_theirs(self) -> None:
-        for fd in (self.request_r, self.stdout_w, self.stderr_w):
-            _close_quietly(fd)
+        self._close_fds("request_r", "stdout_w", "stderr_w")
 
     def close_ours(self) -> None:
         for pipe in (self.requests, self.replies, self.bell):
             pipe.close()
-        for fd in (self.stdout_r, self.stderr_r):
+        self._close_fds("stdout_r", "stderr_r")
+        with _fork_guard:
+            _pipes_in_setup.discard(self)
+
+    def _close_fds(self, *names: str) -> None:
+        """Close these descriptors once: each is marked closed (-1) before closing, so
+        a forked child never closes a number the parent has since reused."""
+        for name in names:
+            fd = getattr(self, name)
+            setattr(self, name, -1)
             _close_quietly(fd)
 
 
 _live_processes: weakref.WeakSet[PodProcess] = weakref.WeakSet()
+
+#: Pipes made for a pod that has no PodProcess yet, and the lock a fork waits for
+#: while they are being made or handed over: a forked child closes every pod pipe it
+#: inherits, those of pods still starting included (else a pod would never see
+#: end-of-file while the child lives).
+_pipes_in_setup: set[_Pipes] = set()
+_fork_guard = threading.Lock()
 
 #: True once the interpreter is exiting (set by _close_all).
 _exiting = False
@@ -179,11 +194,13 @@ class PodProcess:
         self._cleaner: threading.Thread | None = None
         for fd in (self._wfd, self._rfd):
             _enlarge_pipe(fd)
+        with _fork_guard:  # handed over: from now on, forks see this process's pipes
+            _live_processes.add(self)
+            _pipes_in_setup.discard(pipes)
         # A pod that stops reading must not block a caller past its timeout: writes
         # that find the pipe full wait in poll(), against the call's deadline.
         os.set_blocking(self._wfd, False)
         self._write_poller: select.poll | None = None
-        _live_processes.add(self)
         watcher.attach(self)
 
     # -- starting ------------------------------------------------------------------
@@ -209,7 +226,9 @@ class PodProcess:
             PodStartError: the process could not be started, pod.py failed to import,
                 or the process died before answering.
         """
-        pipes = _Pipes()
+        with _fork_guard:
+            pipes = _Pipes()
+            _pipes_in_setup.add(pipes)
         try:
             proc = subprocess.Popen(
                 [python, "-s", "-m", runtime_module, "--out-fd", str(pipes.stdout_w),
@@ -886,13 +905,31 @@ atexit.register(_close_all)
 
 
 def _after_fork_in_child() -> None:
+    global _fork_guard
+    _fork_guard = threading.Lock()  # held by the parent's forking thread
     for process in list(_live_processes):
         process._abandon_after_fork()
     _live_processes.clear()
+    for pipes in list(_pipes_in_setup):
+        pipes.close_theirs()
+        pipes.close_ours()
+    _pipes_in_setup.clear()
+
+
+def _before_fork() -> None:
+    _fork_guard.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _fork_guard.release()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _close_quietly(fd: int) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from pypods import PodLoader
 
-from .conftest import pid_alive, wait_until
+from .conftest import pid_alive, wait_until, write_pod
 
 
 def client_script(pods_dir, body: str) -> list[str]:
@@ -370,3 +370,64 @@ def test_load_unload_crash_and_timeout_cycles_leak_nothing(_toolbox_built):
     assert wait_until(lambda: open_fds() <= fds and threading.active_count() <= threads, 10), (
         open_fds(), fds, threading.active_count(), threads)  # fmt: skip
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_a_fork_while_a_pod_starts_never_keeps_its_pipes_open(pods_dir):
+    """Another thread forks while a pod's pipes are being made: the child must not
+    hold the pod's request pipe, or at exit the pod would never see end-of-file (it
+    would be killed, its atexit handlers skipped) while the child lives."""
+    folder = write_pod(
+        pods_dir,
+        "marked",
+        """
+        import atexit, os
+
+        MARKER = os.path.join(os.path.dirname(__file__), "exited")
+        atexit.register(lambda: open(MARKER, "w").close())
+
+        def ping():
+            return "pong"
+        """,
+    )
+    code = f"""
+    import os, threading, time
+    import pypods.client
+    from pypods import PodLoader
+
+    forked = []
+    made = pypods.client._Pipes.__init__
+
+    def fork_meanwhile():
+        child = os.fork()
+        if child == 0:
+            quiet = os.open(os.devnull, os.O_RDWR)
+            os.dup2(quiet, 1)  # let go of the client's output, which the test reads
+            os.dup2(quiet, 2)
+            time.sleep(30)
+            os._exit(0)
+        forked.append(child)
+
+    def making_pipes(self):
+        made(self)
+        threading.Thread(target=fork_meanwhile).start()
+        deadline = time.monotonic() + 1  # the fork happens now, unless it must wait
+        while not forked and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    pypods.client._Pipes.__init__ = making_pipes
+    pod = PodLoader("marked", pods_dir={str(pods_dir)!r}).load_pod()
+    pypods.client._Pipes.__init__ = made
+    while not forked:
+        time.sleep(0.01)
+    print(forked[0], pod.ping(), flush=True)
+    """
+    client = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert client.returncode == 0, client.stderr
+    child, answer = client.stdout.split()
+    try:
+        assert answer == "pong"
+        assert wait_until(lambda: (folder / "exited").exists(), timeout=10), "not a clean exit"
+    finally:
+        os.kill(int(child), signal.SIGKILL)
