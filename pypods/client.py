@@ -219,12 +219,14 @@ class PodProcess:
         max_message_size: int = MAX_FRAME_SIZE,
         max_memory: int | None = None,
         cancel_grace: float = CANCEL_GRACE,
+        start_timeout: float | None = None,
     ) -> PodProcess:
         """Start a pod process and ask it what it serves.
 
         Raises:
             PodStartError: the process could not be started, pod.py failed to import,
-                or the process died before answering.
+                the process died before answering, or it did not answer within
+                ``start_timeout`` seconds (it is then stopped).
         """
         with _fork_guard:
             pipes = _Pipes()
@@ -262,7 +264,17 @@ class PodProcess:
         if max_memory is not None:
             MemoryWatch(proc.pid, max_memory, watcher.reaped, process._kill_for_memory)
         try:
-            process.description = process._describe()
+            process.description = process._describe(start_timeout)
+        except PodTimeoutError:
+            tail = process._pump.stderr_tail()
+            raise PodStartError(
+                f"pod {pod!r} did not start within start_timeout={start_timeout:g}s: "
+                "importing pod.py took longer, so the pod was stopped. Find what pod.py "
+                "waits for, or allow more time with PodLoader(..., start_timeout=...)."
+                + _tail_text(tail),
+                pod=pod,
+                stderr_tail=tail,
+            ) from None
         except PodCrashedError as exc:
             why = _exit_text(exc.returncode)
             if process._stopping_reason is not None:  # the memory watch stopped it
@@ -278,7 +290,7 @@ class PodProcess:
             raise
         return process
 
-    def _describe(self) -> dict[str, Any]:
+    def _describe(self, timeout: float | None = None) -> dict[str, Any]:
         request_id = next(self._ids)
         cloudpickle = self._pickle and cloudpickle_available()
         data = messages.request(
@@ -288,7 +300,7 @@ class PodProcess:
             pickle=self._pickle,
             cloudpickle=cloudpickle,
         )
-        reply, _ = self._exchange(data, request_id, None, None)
+        reply, _ = self._exchange(data, request_id, None, timeout)
         if reply.get("status") not in (STATUS_DONE, STATUS_ERROR):
             self._fail_protocol(f"a reply with the unknown status {reply.get('status')!r}")
         if reply.get("status") == STATUS_ERROR:

@@ -83,6 +83,10 @@ class PodLoader:
         cancel_grace: seconds a call interrupted by Ctrl-C (KeyboardInterrupt in the
             waiting thread) may take to stop in the pod before the pod is restarted.
             The caller gets its KeyboardInterrupt at once either way.
+        start_timeout: seconds a pod process may take to start (import pod.py) and
+            answer, on each start and restart; past it, the process is stopped and
+            ``PodStartError`` raised. None (the default): no limit, since importing
+            large libraries can take long. Building the venv is not included.
 
     Raises:
         ValueError: ``pod_name`` is not a valid pod name, or ``timeout`` or
@@ -110,6 +114,7 @@ class PodLoader:
         max_message_size: int | None = None,
         max_memory: int | None = None,
         cancel_grace: float = CANCEL_GRACE,
+        start_timeout: float | None = None,
     ) -> None:
         validate_pod_name(pod_name)
         if not isinstance(pickle, bool):
@@ -138,6 +143,7 @@ class PodLoader:
         self.max_message_size = _check_message_size(max_message_size)
         self.max_memory = _check_max_memory(max_memory)
         self.cancel_grace = _check_grace(cancel_grace)
+        self.start_timeout = _check_timeout(start_timeout, "start_timeout")
         self._lock = threading.RLock()
         self._slot = _ProcessSlot()
         # At exit, client.py shuts every pod down at once; this is for loaders dropped
@@ -296,6 +302,7 @@ class PodLoader:
             max_message_size=self.max_message_size,
             max_memory=self.max_memory,
             cancel_grace=self.cancel_grace,
+            start_timeout=self.start_timeout,
         )
 
     def _require_loaded(self) -> None:
@@ -445,15 +452,13 @@ def default_max_message_size() -> int:
         return 1 << 40
 
 
-def _check_timeout(timeout: float | None) -> float | None:
+def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(timeout).__name__}")
     if not timeout > 0:  # also refuses nan
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {timeout!r}")
     try:
         seconds = float(timeout)
     except OverflowError:  # an int beyond any float: no practical limit either

@@ -119,3 +119,35 @@ def test_a_pod_that_breaks_after_loading_is_started_at_most_once_per_call(pods_d
     assert loader.get_pid() == starts(log)[-1]
     assert len(starts(log)) == before + 1
     loader.unload_pod()
+
+
+HANGING = """
+import counting
+import sys, time
+print("importing the model...", file=sys.stderr, flush=True)
+if counting.STARTS < STORM:
+    time.sleep(120)
+
+def get_pid():
+    import os
+    return os.getpid()
+"""
+
+
+def test_a_pod_that_hangs_at_import_is_stopped_after_start_timeout(pods_dir):
+    _, log = counting_pod(pods_dir, "hanging", HANGING.replace("STORM", "2"))
+    with pytest.raises(PodStartError) as info:
+        PodLoader("hanging", pods_dir=pods_dir, start_timeout=1).load_pod()
+    text = str(info.value)
+    assert "did not start within start_timeout=1s" in text and "importing the model" in text
+    [hung] = starts(log)
+    assert wait_until(lambda: not pid_alive(hung)), "the hanging pod was left running"
+    with PodLoader("hanging", pods_dir=pods_dir, start_timeout=30) as pod:  # now it starts
+        assert pod.get_pid() != hung
+    assert len(starts(log)) == 2
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), ("5", TypeError)])
+def test_start_timeout_is_checked(value, error):
+    with pytest.raises(error, match="start_timeout"):
+        PodLoader("anything", start_timeout=value)
