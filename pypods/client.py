@@ -543,13 +543,8 @@ class PodProcess:
             poller.register(self._wfd, select.POLLOUT)
         if deadline is None:
             poller.poll()
-            return
-        remaining = deadline - time.monotonic()
-        while remaining > 0:
-            if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
-                return
-            remaining = deadline - time.monotonic()
-        self._fail_timeout(function, timeout)
+        else:
+            self._poll_until(poller, function, deadline, timeout)
 
     def _receive(
         self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
@@ -630,6 +625,13 @@ class PodProcess:
         if poller is None:
             poller = self._poller = select.poll()
             poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._poll_until(poller, function, deadline, timeout)
+
+    def _poll_until(
+        self, poller: select.poll, function: str | None, deadline: float, timeout: float | None
+    ) -> None:
+        """Wait until ``poller`` reports its descriptor ready; at ``deadline``, fail
+        the call with a timeout (which stops the pod)."""
         remaining = deadline - time.monotonic()
         while remaining > 0:
             if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
