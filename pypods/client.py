@@ -251,16 +251,20 @@ class PodProcess:
             raise
         finally:
             pipes.close_theirs()
-        watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
-        process = cls(
-            pod,
-            proc,
-            pipes,
-            watcher,
-            pickle=pickle,
-            max_message_size=max_message_size,
-            cancel_grace=cancel_grace,
-        )
+        try:
+            watcher = _Watcher(proc)  # at once: whatever happens next, the pod is reaped
+            process = cls(
+                pod,
+                proc,
+                pipes,
+                watcher,
+                pickle=pickle,
+                max_message_size=max_message_size,
+                cancel_grace=cancel_grace,
+            )
+        except BaseException:  # a Ctrl-C, a thread that could not start
+            pipes.close_ours()  # the pod sees end-of-file and exits
+            raise
         if max_memory is not None:
             MemoryWatch(proc.pid, max_memory, watcher.reaped, process._kill_for_memory)
         try:
@@ -457,11 +461,12 @@ class PodProcess:
         )
 
     def _cancel(self, request_id: int, function: str | None) -> None:
-        """Ask the pod to interrupt the running call; read its reply in the background.
+        """Ask the pod to interrupt the running call; finish in the background.
 
         The caller raises KeyboardInterrupt at once. The pod runtime turns SIGINT into
         KeyboardInterrupt inside the call; if the call has not ended within
         ``cancel_grace`` seconds, the pod is stopped (the next call starts afresh).
+        See ``_finish_cancelled``.
         """
         self._awaiting = (request_id, function, time.monotonic() + self.cancel_grace)
         logger.debug("pod %r: cancelling the call to %s()", self.pod, function)
@@ -479,27 +484,34 @@ class PodProcess:
                 self._finish_cancelled()
 
     def _finish_cancelled(self) -> None:
-        """Read and drop the reply of a cancelled call; stop the pod if it is late."""
+        """Bring the conversation back in step after a cancel; stop the pod if late.
+
+        A ``forget_cancel`` request goes after the cancelled one, and replies are read
+        until its own: the cancelled call's reply comes first, unless it had been read
+        already when the cancel went out. The pod handles ``forget_cancel`` only once
+        the cancelled call has ended, so a SIGINT that came too late for that call is
+        dropped before the next request is even sent. All within ``cancel_grace``.
+        Anything that interrupts this leaves the stream unknown: the pod is stopped.
+        """
         assert self._awaiting is not None
-        request_id, function, deadline = self._awaiting
+        cancelled, function, deadline = self._awaiting
         self._awaiting = None
         if self._dead:
             return
         try:
-            try:
-                self._receive(request_id, function, deadline, self.cancel_grace)
-            except codec.NestingError:
-                pass  # read past whole: the stream is in step
-            # The cancel may have reached the pod after the function ended: it must
-            # not cancel the next call.
-            forget = messages.request(OP_FORGET_CANCEL, next(self._ids))
-            self._send(forget, None, time.monotonic() + self.cancel_grace, self.cancel_grace)
+            forget = next(self._ids)
+            forgetting = messages.request(OP_FORGET_CANCEL, forget)
+            self._send(forgetting, function, deadline, self.cancel_grace)
+            self._receive(forget, function, deadline, self.cancel_grace, dropping=cancelled)
         except PodTimeoutError:
             logger.debug("pod %r: %s() did not stop within the grace period", self.pod, function)
-        except PodError:
+        except (PodError, codec.NestingError):
             pass  # the pod died or broke the protocol meanwhile: it is stopped already
         except BrokenPipeError:
             pass  # the pod died just now: the next call reports it
+        except BaseException:
+            self._stop("interrupted", wait=False)
+            raise
         if self._pump.has_output():
             self._pump.drain()
 
@@ -547,8 +559,15 @@ class PodProcess:
             self._poll_until(poller, function, deadline, timeout)
 
     def _receive(
-        self, request_id: int, function: str | None, deadline: float | None, timeout: float | None
+        self,
+        request_id: int,
+        function: str | None,
+        deadline: float | None,
+        timeout: float | None,
+        dropping: int | None = None,
     ) -> tuple[dict[str, Any], list]:
+        """Read the reply to ``request_id`` (and its attachments), after dropping the
+        reply to ``dropping`` should that come first."""
         reader = self._reader
         try:
             frame = reader.next_frame()
@@ -596,6 +615,8 @@ class PodProcess:
         self._replied = True  # set before _in_reply is cleared: never neither
         self._in_reply = False
         if reply["id"] != request_id:
+            if reply["id"] == dropping:
+                return self._receive(request_id, function, deadline, timeout)
             self._fail_protocol(f"reply for request {reply['id']} while waiting for {request_id}")
         if too_deep is not None:
             raise codec.NestingError(

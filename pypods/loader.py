@@ -25,6 +25,7 @@ from .errors import (
     PodError,
     PodNotLoadedError,
     PodProtocolError,
+    PodTimeoutError,
 )
 from .folder import PodFolder, default_pods_dir, validate_pod_name
 from .proxies import make_proxy
@@ -255,9 +256,8 @@ class PodLoader:
             PodNotLoadedError: the pod is not loaded.
         """
         proxy = self._proxies.get(name)
-        if proxy is None:
-            with self._lock:  # a load_pod() in another thread: wait for what it serves
-                proxy = self._proxies.get(name)
+        if proxy is None and self._wait_for_load():
+            proxy = self._proxies.get(name)
         if proxy is None:
             self._require_loaded()
             raise NoSuchFunctionError(self.name, name, list(self._proxies))
@@ -267,8 +267,16 @@ class PodLoader:
         process = self._slot.process
         while True:
             if process is None:
-                with self._lock:  # a load_pod() in another thread: wait for its pod
-                    process = self._slot.process
+                if not self._wait_for_load():
+                    raise PodTimeoutError(
+                        f"call to {function}() in pod {self.name!r} timed out after "
+                        f"{self._timeout:g}s while waiting for load_pod() in another thread "
+                        "(the call was not started)",
+                        pod=self.name,
+                        function=function,
+                        timeout=self._timeout or 0.0,
+                    )
+                process = self._slot.process
                 if process is None:
                     raise self._not_loaded()
                 continue
@@ -281,6 +289,14 @@ class PodLoader:
                 # Another caller saw this process end and reported it; this call was
                 # never sent, so it runs on a fresh process instead.
                 process = self._slot.process
+
+    def _wait_for_load(self) -> bool:
+        """Wait until no load_pod() or unload_pod() runs in another thread, at most the
+        call timeout; False if that time ran out."""
+        if not self._lock.acquire(timeout=-1 if self._timeout is None else self._timeout):
+            return False
+        self._lock.release()
+        return True
 
     def _restart(self, finished: PodProcess) -> PodProcess | None:
         """Start a new process in place of a finished one (once, whoever asks first)."""
@@ -361,10 +377,8 @@ class PodLoader:
         proxies = self.__dict__.get("_proxies", {})
         if name in proxies:
             return proxies[name]
-        lock = self.__dict__.get("_lock")  # never recurse, even half-constructed
-        if lock is not None:
-            with lock:  # a load_pod() in another thread: wait for what it serves
-                proxies = self._proxies
+        if "_lock" in self.__dict__ and self._wait_for_load():  # never recurse
+            proxies = self._proxies
             if name in proxies:
                 return proxies[name]
         pod = self.__dict__.get("name", "?")

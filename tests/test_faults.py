@@ -242,13 +242,13 @@ def test_a_cancel_that_comes_after_the_call_ended_does_not_cancel_the_next(fault
         first_pid, first = pod.get_pid(), pod.calls()
         receive = pypods.client.PodProcess._receive
 
-        def late_receive(self, *args):
+        def late_receive(self, *args, **kwargs):
             if not hasattr(late_receive, "done"):
                 late_receive.done = True
                 time.sleep(0.5)  # the pod replies and waits for the next call
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)
-            return receive(self, *args)
+            return receive(self, *args, **kwargs)
 
         pypods.client.PodProcess._receive = late_receive
         try:
@@ -260,6 +260,71 @@ def test_a_cancel_that_comes_after_the_call_ended_does_not_cancel_the_next(fault
         """,
     )
     assert out.split() == ["interrupted", "True", "True"]
+
+
+def test_ctrl_c_just_as_the_reply_is_taken_keeps_the_pod_in_step(faulty_dir):
+    """Ctrl-C lands after the reply left the pipe, before the client saw it begin:
+    the cancel goes to an idle pod, and the forget_cancel behind it brings the
+    conversation back in step without waiting out the grace or restarting the pod."""
+    out = run_client(
+        faulty_dir,
+        """
+        from pypods.runtime import framing
+        first_pid, first = pod.get_pid(), pod.calls()
+        take = framing.FrameReader.take
+
+        def interrupted_take(self, data):
+            frame = take(self, data)
+            if frame is not None and interrupted_take.armed:
+                interrupted_take.armed = False
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            return frame
+
+        interrupted_take.armed = True
+        framing.FrameReader.take = interrupted_take
+        try:
+            pod.calls()
+        except KeyboardInterrupt:
+            print("interrupted")
+        framing.FrameReader.take = take
+        print(pod.get_pid() == first_pid, pod.calls() == first + 2)
+        """,
+        cancel_grace=30,
+    )
+    assert out.split() == ["interrupted", "True", "True"]
+
+
+def test_a_cancel_while_the_last_one_is_settling_is_not_lost(faulty_dir):
+    """The pod is slow to get to the forget_cancel of a first cancelled call; a second
+    call, interrupted meanwhile, is still cancelled (its pod neither restarted nor
+    left running it)."""
+    out = run_client(
+        faulty_dir,
+        """
+        import pypods.client
+        first_pid, first = pod.get_pid(), pod.calls()
+        send = pypods.client.PodProcess._send
+
+        def slow_to_forget(self, parts, *args):
+            if b"forget_cancel" in bytes(parts[0]) and not hasattr(slow_to_forget, "done"):
+                slow_to_forget.done = True
+                os.kill(self.pid, signal.SIGSTOP)  # the pod, descheduled for a while
+                threading.Timer(0.8, os.kill, (self.pid, signal.SIGCONT)).start()
+            return send(self, parts, *args)
+
+        pypods.client.PodProcess._send = slow_to_forget
+        for call in "AB":
+            ctrl_c(0.3)
+            try:
+                pod.sleep(30)
+            except KeyboardInterrupt:
+                print(call, "interrupted")
+        print(pod.get_pid() == first_pid, pod.calls() == first + 1)
+        """,
+        cancel_grace=5,
+    )
+    assert out.split() == ["A", "interrupted", "B", "interrupted", "True", "True"]
 
 
 @pytest.mark.parametrize("grace", [-1, float("nan"), "1", True])

@@ -175,3 +175,13 @@ def test_the_header_of_random_bytes_is_a_protocol_error_or_a_document(data):
     except messages.ProtocolError:
         return
     assert type(header["id"]) is int and set(header) <= set(HEADER_FIELDS)
+
+
+@pytest.mark.parametrize("size", [-3, -100, 0, 2**31 - 1])
+def test_a_header_walk_never_loops_on_a_lying_element_size(size):
+    """A nested document's size that points backwards, nowhere, or past the end."""
+    element = b"\x03doc\x00" + size.to_bytes(4, "little", signed=True) + b"\x00"
+    body = b"\x10id\x00" + (1).to_bytes(4, "little") + element
+    frame = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
+    with pytest.raises(messages.ProtocolError):
+        messages.unpack_header(frame)

@@ -431,3 +431,47 @@ def test_a_fork_while_a_pod_starts_never_keeps_its_pipes_open(pods_dir):
         assert wait_until(lambda: (folder / "exited").exists(), timeout=10), "not a clean exit"
     finally:
         os.kill(int(child), signal.SIGKILL)
+
+
+def test_a_start_interrupted_after_the_process_began_leaves_no_pod(_toolbox_built):
+    """Ctrl-C lands while the client sets up a pod process it has just started: the
+    pod must not live on (it sees end-of-file and exits)."""
+    code = f"""
+    import time
+    import pypods.client
+    from pypods import PodLoader
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    pypods.client.OutputPump = interrupted
+    try:
+        PodLoader("toolbox", pods_dir={str(_toolbox_built)!r}).load_pod()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    time.sleep(30)
+    """
+    client = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert client.stdout.readline().strip() == "interrupted"
+        assert wait_until(lambda: not children_of(client.pid), timeout=10), children_of(client.pid)
+    finally:
+        client.kill()
+        client.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found

@@ -14,7 +14,14 @@ import pytest
 
 import pypods
 import pypods.pods
-from pypods import NoSuchFunctionError, PodCrashedError, PodError, PodLoader, PodNotLoadedError
+from pypods import (
+    NoSuchFunctionError,
+    PodCrashedError,
+    PodError,
+    PodLoader,
+    PodNotLoadedError,
+    PodTimeoutError,
+)
 
 from .conftest import kill, pid_alive, wait_until, write_pod
 
@@ -242,6 +249,31 @@ def test_calls_from_other_threads_during_a_reload_wait_for_the_new_pod(toolbox):
     assert all("unloaded during the call" in str(a) for a in in_flight)
     assert len(in_flight) <= 4 * len(ways)
     assert answers.count(3) == len(answers) - len(in_flight) > 0
+
+
+def test_a_call_waiting_for_a_reload_still_honours_its_timeout(pods_dir):
+    write_pod(
+        pods_dir,
+        "slow_start",
+        """
+        import os, time
+        if os.path.exists(os.path.join(os.path.dirname(__file__), "slow")):
+            time.sleep(5)
+
+        def ping():
+            return "pong"
+        """,
+    )
+    with PodLoader("slow_start", pods_dir=pods_dir, timeout=0.5) as loader:
+        held_proxy = loader.ping
+        (pods_dir / "slow_start" / "slow").touch()
+        reload = threading.Thread(target=loader.load_pod)
+        reload.start()
+        assert wait_until(lambda: not loader.loaded)  # the reload has begun
+        with pytest.raises(PodTimeoutError, match="waiting for load_pod"):
+            held_proxy()
+        reload.join()
+        assert held_proxy() == "pong"
 
 
 # -- proxies ------------------------------------------------------------------------

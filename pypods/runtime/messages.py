@@ -98,20 +98,19 @@ def unpack_header(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
     Raises:
         ProtocolError: the frame's elements do not add up, or it has no int ``id``.
     """
-    data = memoryview(frame).cast("B")
+    data = bytes(frame)  # a copy, on this rare path only
     kept = []
     end = len(data) - 1
     position = 4
     try:
         while position < end:
             start = position
-            kind = data[position]
-            name_end = bytes(data[position + 1 : end]).index(b"\x00") + position + 1
-            position = _element_end(data, kind, name_end + 1)
-            if bytes(data[start + 1 : name_end]) in _HEADER_FIELDS:
-                kept.append(bytes(data[start:position]))
-        if position != end:
-            raise ValueError("elements overrun the frame")
+            name_end = data.index(b"\x00", position + 1, end)
+            position = _element_end(data, data[position], name_end + 1)
+            if not start < position <= end:
+                raise ValueError(f"an element at byte {start} has a size out of bounds")
+            if data[start + 1 : name_end] in _HEADER_FIELDS:
+                kept.append(data[start:position])
         body = b"".join(kept)
         doc = bson.decode(_LENGTH_PREFIX.pack(len(body) + 5) + body + b"\x00")
     except Exception as exc:
@@ -128,22 +127,24 @@ _FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 
                 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}  # fmt: skip
 
 
-def _element_end(data: memoryview, kind: int, position: int) -> int:
+def _element_end(data: bytes, kind: int, position: int) -> int:
     """Where the value of type ``kind`` that starts at ``position`` ends."""
     if kind in _FIXED_SIZES:
         return position + _FIXED_SIZES[kind]
-    if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 size, then the bytes
-        return position + 4 + _LENGTH_PREFIX.unpack_from(data, position)[0]
-    if kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total
-        return position + _LENGTH_PREFIX.unpack_from(data, position)[0]
-    if kind == 0x05:  # binary: int32 size, subtype, bytes
-        return position + 5 + _LENGTH_PREFIX.unpack_from(data, position)[0]
-    if kind == 0x0C:  # DBPointer: string, then 12 bytes
-        return position + 16 + _LENGTH_PREFIX.unpack_from(data, position)[0]
+    if kind in _SIZED:
+        before, after = _SIZED[kind]
+        return position + before + _LENGTH_PREFIX.unpack_from(data, position)[0] + after
     if kind == 0x0B:  # regex: two C strings
-        first = bytes(data[position:]).index(b"\x00") + position + 1
-        return bytes(data[first:]).index(b"\x00") + first + 1
+        first = data.index(b"\x00", position) + 1
+        return data.index(b"\x00", first) + 1
     raise ValueError(f"unknown element type {kind:#x}")
+
+
+#: Values led by an int32 size, by element type: bytes to add before and after it
+#: (string, code and symbol: the size excludes the prefix; document, array and code
+#: with scope: it includes it; binary: a subtype byte follows; DBPointer: 12 bytes).
+_SIZED = {0x02: (4, 0), 0x0D: (4, 0), 0x0E: (4, 0), 0x03: (0, 0), 0x04: (0, 0),
+          0x0F: (0, 0), 0x05: (5, 0), 0x0C: (4, 12)}  # fmt: skip
 
 
 #: A message ready to write: the BSON document, then its attachments, in order.

@@ -28,8 +28,8 @@ PROTOCOL_VERSION = 3
 OP_DESCRIBE = "describe"  # {protocol, pickle, cloudpickle}: reply value is the description
 OP_INVOKE = "invoke"  # {fn, args? | plain_args?, kwargs?}: call a served function
 OP_SHUTDOWN = "shutdown"  # {}: reply, then exit cleanly (atexit handlers run)
-# {}: no reply. Sent after the reply of a cancelled call was read, before any other
-# request: a cancel (SIGINT) that arrived after that call's function had ended is stale.
+# {}: reply, once any cancelled call has ended. Sent right after a cancel (SIGINT):
+# a SIGINT that arrived after that call's function had ended is stale, and dropped.
 OP_FORGET_CANCEL = "forget_cancel"
 
 REQUEST_OPS = frozenset({OP_DESCRIBE, OP_INVOKE, OP_SHUTDOWN, OP_FORGET_CANCEL})

@@ -116,6 +116,7 @@ class PodServer:
                     self._attachments = []
             elif op == OP_FORGET_CANCEL:
                 self._cancel_pending = False
+                self._reply(messages.done_reply(message["id"], None))
             elif op == OP_DESCRIBE:
                 if not self._describe(message):
                     return 1
