@@ -185,6 +185,7 @@ class PodProcess:
         self._reader = FrameReader(max_frame_size=min(max_message_size, MAX_FRAME_SIZE))
         self._poller: select.poll | None = None  # for calls with a timeout, made on first use
         self._pump = OutputPump(pipes.stdout_r, pipes.stderr_r, name=pod)
+        pipes.stdout_r = pipes.stderr_r = -1  # the pump's now: it closes them at end-of-file
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # an RLock for _is_owned(): see _exchange
         self._exited = False  # set by the watcher the moment the process is gone
@@ -192,6 +193,10 @@ class PodProcess:
         self._dead = False  # set once this object has been stopped and cleaned up
         self._stopping_reason: str | None = None
         self._cleaner: threading.Thread | None = None
+        self._in_flight = False  # a request went out; neither its reply nor a cancel yet
+        self._settled = threading.Event()  # no cancelled call is being settled
+        self._settled.set()
+        self._unreported: PodCrashedError | None = None  # a crash while settling a cancel
         for fd in (self._wfd, self._rfd):
             _enlarge_pipe(fd)
         with _fork_guard:  # handed over: from now on, forks see this process's pipes
@@ -349,7 +354,17 @@ class PodProcess:
         death (``PodCrashedError``), so module state is never lost silently; only
         then is a new process started.
         """
-        return self._dead
+        return self._dead and self._unreported is None
+
+    def report_end(self) -> None:
+        """Raise the crash nobody has heard of yet, once (then ``finished`` is True).
+
+        Raises:
+            PodCrashedError: the pod died by itself while a cancelled call settled.
+        """
+        crash, self._unreported = self._unreported, None
+        if crash is not None:
+            raise crash
 
     def invoke(
         self, function: str, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
@@ -395,20 +410,29 @@ class PodProcess:
             if deadline is None:
                 lock.acquire()
             elif not self._acquire_before(deadline, timeout):
+                waited_for = (
+                    "other calls to finish"
+                    if self._settled.is_set()
+                    else "a cancelled call to stop"
+                )
                 raise PodTimeoutError(
                     f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
-                    "while waiting for other calls to finish (the call was not started)",
+                    f"while waiting for {waited_for} (the call was not started)",
                     pod=self.pod,
                     function=function or "describe",
                     timeout=timeout or 0.0,
                 )
             if self._awaiting is not None:
-                self._finish_cancelled()
+                self._wait_for_settling(function, deadline, timeout)
+            self.report_end()
+            if self._in_flight:  # an earlier call was interrupted before it could settle
+                self._stop("interrupted", wait=False)
             if self._dead:
                 raise NotSent
             if self._exited:
                 self._fail_crashed(function, during=False)
             self._replied = False
+            self._in_flight = True
             try:
                 if len(parts) == 1:
                     data = parts[0]
@@ -446,6 +470,28 @@ class PodProcess:
             if lock._is_owned():  # type: ignore[attr-defined]
                 lock.release()
 
+    def _wait_for_settling(
+        self, function: str | None, deadline: float | None, timeout: float | None
+    ) -> None:
+        """Called holding the call lock while a cancelled call is unsettled: settle it
+        here, or, for a call with a deadline, let the background thread do it and wait
+        no later than the deadline (the call lock is let go meanwhile)."""
+        if deadline is None:
+            self._finish_cancelled()
+            return
+        self._lock.release()
+        settled = self._settled.wait(max(0.0, deadline - time.monotonic()))
+        if not settled or not self._acquire_before(deadline, timeout):
+            raise PodTimeoutError(
+                f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
+                "while waiting for a cancelled call to stop (the call was not started)",
+                pod=self.pod,
+                function=function or "describe",
+                timeout=timeout or 0.0,
+            )
+        if self._awaiting is not None:  # a cancel that came meanwhile
+            self._finish_cancelled()
+
     def _acquire_before(self, deadline: float, timeout: float | None) -> bool:
         """Take the call lock if that is possible before ``deadline`` with time to spare."""
         if not self._lock.acquire(timeout=min(timeout or 0.0, threading.TIMEOUT_MAX)):
@@ -469,19 +515,27 @@ class PodProcess:
         See ``_finish_cancelled``.
         """
         self._awaiting = (request_id, function, time.monotonic() + self.cancel_grace)
+        self._settled.clear()
+        self._in_flight = False  # settling takes it over
         logger.debug("pod %r: cancelling the call to %s()", self.pod, function)
         try:
             os.kill(self.pid, signal.SIGINT)
         except OSError:
             pass
-        threading.Thread(
-            target=self._finish_cancelled_soon, name=f"pypods-cancel-{self.pod}", daemon=True
-        ).start()
+        try:
+            threading.Thread(
+                target=self._finish_cancelled_soon, name=f"pypods-cancel-{self.pod}", daemon=True
+            ).start()
+        except RuntimeError:  # no new threads (interpreter exit): the next caller settles
+            self._settled.set()
 
     def _finish_cancelled_soon(self) -> None:
-        with self._lock:
-            if self._awaiting is not None:
-                self._finish_cancelled()
+        try:
+            with self._lock:
+                if self._awaiting is not None:
+                    self._finish_cancelled()
+        finally:
+            self._settled.set()
 
     def _finish_cancelled(self) -> None:
         """Bring the conversation back in step after a cancel; stop the pod if late.
@@ -496,6 +550,7 @@ class PodProcess:
         assert self._awaiting is not None
         cancelled, function, deadline = self._awaiting
         self._awaiting = None
+        self._in_flight = False
         if self._dead:
             return
         try:
@@ -505,8 +560,10 @@ class PodProcess:
             self._receive(forget, function, deadline, self.cancel_grace, dropping=cancelled)
         except PodTimeoutError:
             logger.debug("pod %r: %s() did not stop within the grace period", self.pod, function)
+        except PodCrashedError as exc:
+            self._unreported = exc  # the pod died by itself: the next call says so
         except (PodError, codec.NestingError):
-            pass  # the pod died or broke the protocol meanwhile: it is stopped already
+            pass  # the pod broke the protocol meanwhile: it is stopped already
         except BrokenPipeError:
             pass  # the pod died just now: the next call reports it
         except BaseException:
@@ -601,6 +658,7 @@ class PodProcess:
                 # the message is in whole and the stream in step; the pod can stay.
                 if not _has_attachments(frame):
                     self._replied = True
+                    self._in_flight = False
                     self._in_reply = False
                 raise
             attachments: list = []
@@ -613,6 +671,7 @@ class PodProcess:
                 self._fail_crashed(function, during=True)
             self._fail_protocol(str(exc))
         self._replied = True  # set before _in_reply is cleared: never neither
+        self._in_flight = False
         self._in_reply = False
         if reply["id"] != request_id:
             if reply["id"] == dropping:
@@ -757,7 +816,7 @@ class PodProcess:
             if self._awaiting is not None:
                 self._finish_cancelled()
             if not self._dead:
-                if not self._exited:
+                if not self._exited and not self._in_flight:  # else: out of step, stop it
                     request_id = next(self._ids)
                     deadline = time.monotonic() + timeout
                     try:
@@ -798,11 +857,12 @@ class PodProcess:
             wait: wait for the cleanup to finish (else return at once: Ctrl-C).
         """
         if not self._dead and self._cleaner is None:
-            self._cleaner = threading.Thread(
+            cleaner = threading.Thread(
                 target=self._clean_up, args=(reason, grace), name=f"pypods-stop-{self.pod}",
                 daemon=True,
             )  # fmt: skip
-            self._cleaner.start()  # first: from here on, nothing can skip the cleanup
+            cleaner.start()  # first: from here on, nothing can skip the cleanup
+            self._cleaner = cleaner  # only once started: join() needs a started thread
             self._dead = True
         if wait and self._cleaner is not None:
             self._cleaner.join()

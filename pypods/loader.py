@@ -13,6 +13,7 @@ import threading
 import weakref
 from collections.abc import MutableMapping
 from pathlib import Path
+from threading import TIMEOUT_MAX
 from typing import Any, Callable, Mapping
 
 from . import memory
@@ -268,20 +269,13 @@ class PodLoader:
         while True:
             if process is None:
                 if not self._wait_for_load():
-                    raise PodTimeoutError(
-                        f"call to {function}() in pod {self.name!r} timed out after "
-                        f"{self._timeout:g}s while waiting for load_pod() in another thread "
-                        "(the call was not started)",
-                        pod=self.name,
-                        function=function,
-                        timeout=self._timeout or 0.0,
-                    )
+                    raise self._not_started(function, "load_pod() in another thread")
                 process = self._slot.process
                 if process is None:
                     raise self._not_loaded()
                 continue
             if process.finished:
-                process = self._restart(process)
+                process = self._restart(process, function)
                 continue
             try:
                 return process.invoke(function, args, kwargs, self._timeout)
@@ -293,18 +287,39 @@ class PodLoader:
     def _wait_for_load(self) -> bool:
         """Wait until no load_pod() or unload_pod() runs in another thread, at most the
         call timeout; False if that time ran out."""
-        if not self._lock.acquire(timeout=-1 if self._timeout is None else self._timeout):
+        if not self._lock_within_timeout():
             return False
         self._lock.release()
         return True
 
-    def _restart(self, finished: PodProcess) -> PodProcess | None:
-        """Start a new process in place of a finished one (once, whoever asks first)."""
-        with self._lock:
+    def _lock_within_timeout(self) -> bool:
+        timeout = self._timeout
+        return self._lock.acquire(timeout=-1 if timeout is None else min(timeout, TIMEOUT_MAX))
+
+    def _not_started(self, function: str, waiting_for: str) -> PodTimeoutError:
+        return PodTimeoutError(
+            f"call to {function}() in pod {self.name!r} timed out after {self._timeout:g}s "
+            f"while waiting for {waiting_for} (the call was not started)",
+            pod=self.name,
+            function=function,
+            timeout=self._timeout or 0.0,
+        )
+
+    def _restart(self, finished: PodProcess, function: str) -> PodProcess | None:
+        """Start a new process in place of a finished one (once, whoever asks first).
+
+        Waiting for another thread's restart counts against the call's timeout; a
+        restart this call makes itself is limited by ``start_timeout`` instead.
+        """
+        if not self._lock_within_timeout():
+            raise self._not_started(function, "the pod to be restarted by another thread")
+        try:
             if self._slot.process is finished:
                 assert self._environment is not None  # set by load_pod() with the process
                 self._slot.process = self._start(self._environment)
             return self._slot.process
+        finally:
+            self._lock.release()
 
     def _start(self, environment: PodEnvironment) -> PodProcess:
         return PodProcess.start(

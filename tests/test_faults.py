@@ -84,6 +84,13 @@ def grow_in_background(mb):
     threading.Thread(target=run, daemon=True).start()
 
 
+def exit_on_interrupt(seconds):
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        os._exit(3)
+
+
 def strings(n):
     return [str(i) for i in range(n)]  # one large document, slow to decode
 
@@ -325,6 +332,79 @@ def test_a_cancel_while_the_last_one_is_settling_is_not_lost(faulty_dir):
         cancel_grace=5,
     )
     assert out.split() == ["A", "interrupted", "B", "interrupted", "True", "True"]
+
+
+def test_a_call_behind_a_stubborn_cancelled_one_keeps_to_its_timeout(faulty_dir):
+    out = run_client(
+        faulty_dir,
+        """
+        from pypods import PodTimeoutError
+        ctrl_c(0.3)
+        try:
+            pod.sleep_ignoring_interrupts(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        pod.timeout = 0.5  # shorter than the grace the cancelled call has left
+        try:
+            pod.calls()
+        except PodTimeoutError as error:
+            print("not started" in str(error), "cancelled call" in str(error))
+        pod.timeout = None
+        print(pod.calls())  # the grace ran out: a fresh pod
+        """,
+        cancel_grace=3,
+    )
+    assert out.split() == ["interrupted", "True", "True", "1"]
+
+
+def test_a_pod_that_dies_of_its_cancel_is_reported_by_the_next_call(faulty_dir):
+    out = run_client(
+        faulty_dir,
+        """
+        from pypods import PodCrashedError
+        pod.calls()
+        ctrl_c(1.0)  # well after the function has started (before, it would not run)
+        try:
+            pod.exit_on_interrupt(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        time.sleep(1)
+        try:
+            pod.calls()
+        except PodCrashedError as error:
+            print("crashed", "exit code 3" in str(error))
+        print(pod.calls())
+        """,
+    )
+    assert out.split() == ["interrupted", "crashed", "True", "1"]
+
+
+def test_a_second_ctrl_c_before_the_cancel_is_sent_stops_the_pod(faulty_dir):
+    """The second Ctrl-C lands while the client decides to cancel: the pod is left
+    running the call with nobody to read its reply; the next call must not read
+    that reply as its own, nor wait for it."""
+    out = run_client(
+        faulty_dir,
+        """
+        import pypods.client
+        first_pid = pod.get_pid()
+        can_cancel = pypods.client.PodProcess._can_cancel
+
+        def second_ctrl_c(self):
+            raise KeyboardInterrupt
+
+        pypods.client.PodProcess._can_cancel = second_ctrl_c
+        ctrl_c(0.3)
+        try:
+            pod.sleep(60)
+        except KeyboardInterrupt:
+            print("interrupted")
+        pypods.client.PodProcess._can_cancel = can_cancel
+        pod.timeout = 20
+        print(pod.get_pid() != first_pid, pod.calls())
+        """,
+    )
+    assert out.split() == ["interrupted", "True", "1"]
 
 
 @pytest.mark.parametrize("grace", [-1, float("nan"), "1", True])

@@ -475,3 +475,48 @@ def children_of(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def test_a_start_interrupted_late_leaves_no_thread_on_other_descriptors(_toolbox_built):
+    """Interrupted after the output pump took the pod's output pipes: those must stay
+    the pump's until it is done, or the program's next pipes would get their numbers
+    and the pump would read (and close) them."""
+    code = f"""
+    import os, threading, time
+    import pypods.client
+    from pypods import PodLoader
+
+    enlarge = pypods.client._enlarge_pipe
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    pypods.client._enlarge_pipe = interrupted
+    try:
+        PodLoader("toolbox", pods_dir={str(_toolbox_built)!r}).load_pod()
+    except KeyboardInterrupt:
+        pass
+    pypods.client._enlarge_pipe = enlarge
+    mine = [os.pipe() for _ in range(4)]
+    for read_end, write_end in mine:
+        os.write(write_end, b"mine")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        t.name.startswith("pypods-output") for t in threading.enumerate()
+    ):
+        time.sleep(0.05)  # the pod saw end-of-file and exited: its pump is done
+
+    def still_mine(fd):
+        os.set_blocking(fd, False)
+        try:
+            return os.read(fd, 100) == b"mine"
+        except OSError:  # taken (nothing left to read) or closed by someone else
+            return False
+
+    print([still_mine(read_end) for read_end, _ in mine])
+    """
+    client = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.strip() == "[True, True, True, True]", client.stdout

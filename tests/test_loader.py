@@ -276,6 +276,49 @@ def test_a_call_waiting_for_a_reload_still_honours_its_timeout(pods_dir):
         assert held_proxy() == "pong"
 
 
+def test_a_call_waiting_for_another_threads_restart_honours_its_timeout(pods_dir):
+    write_pod(
+        pods_dir,
+        "slow_restart",
+        """
+        import os, time
+        if os.path.exists(os.path.join(os.path.dirname(__file__), "slow")):
+            time.sleep(5)
+
+        def ping():
+            return "pong"
+
+        def crash():
+            os._exit(1)
+        """,
+    )
+    with PodLoader("slow_restart", pods_dir=pods_dir) as loader:
+        with pytest.raises(PodCrashedError):
+            loader.crash()
+        (pods_dir / "slow_restart" / "slow").touch()
+        restarting = threading.Thread(target=loader.ping)  # restarts: a 5 s import
+        restarting.start()
+        # the restart has taken the loader's lock (held through the slow import)
+        assert wait_until(
+            lambda: not loader._lock.acquire(blocking=False) or loader._lock.release()
+        )
+        loader.timeout = 0.5
+        with pytest.raises(PodTimeoutError, match="restarted by another thread"):
+            loader.ping()
+        restarting.join()
+        loader.timeout = None
+        assert loader.ping() == "pong"
+
+
+@pytest.mark.parametrize("timeout", [1e10, 10**400])
+def test_a_huge_timeout_is_no_limit_for_lookups_either(toolbox, timeout):
+    toolbox.timeout = timeout
+    with pytest.raises(NoSuchFunctionError):
+        toolbox.call("no_such_function")
+    assert getattr(toolbox, "no_such_function", None) is None
+    assert toolbox.add(1, 2) == 3
+
+
 # -- proxies ------------------------------------------------------------------------
 
 
