@@ -424,7 +424,8 @@ class PodProcess:
                 )
             if self._awaiting is not None:
                 self._wait_for_settling(function, deadline, timeout)
-            self.report_end()
+            if self._unreported is not None:
+                self.report_end()
             if self._in_flight:  # an earlier call was interrupted before it could settle
                 self._stop("interrupted", wait=False)
             if self._dead:
