@@ -251,19 +251,22 @@ def test_calls_from_other_threads_during_a_reload_wait_for_the_new_pod(toolbox):
     assert answers.count(3) == len(answers) - len(in_flight) > 0
 
 
-def test_a_call_waiting_for_a_reload_still_honours_its_timeout(pods_dir):
-    write_pod(
-        pods_dir,
-        "slow_start",
-        """
-        import os, time
-        if os.path.exists(os.path.join(os.path.dirname(__file__), "slow")):
-            time.sleep(5)
+#: A pod that takes 5 s to start once its folder holds a file named "slow".
+SLOW_WHEN_TOLD = """
+import os, time
+if os.path.exists(os.path.join(os.path.dirname(__file__), "slow")):
+    time.sleep(5)
 
-        def ping():
-            return "pong"
-        """,
-    )
+def ping():
+    return "pong"
+
+def crash():
+    os._exit(1)
+"""
+
+
+def test_a_call_waiting_for_a_reload_still_honours_its_timeout(pods_dir):
+    write_pod(pods_dir, "slow_start", SLOW_WHEN_TOLD)
     with PodLoader("slow_start", pods_dir=pods_dir, timeout=0.5) as loader:
         held_proxy = loader.ping
         (pods_dir / "slow_start" / "slow").touch()
@@ -277,21 +280,7 @@ def test_a_call_waiting_for_a_reload_still_honours_its_timeout(pods_dir):
 
 
 def test_a_call_waiting_for_another_threads_restart_honours_its_timeout(pods_dir):
-    write_pod(
-        pods_dir,
-        "slow_restart",
-        """
-        import os, time
-        if os.path.exists(os.path.join(os.path.dirname(__file__), "slow")):
-            time.sleep(5)
-
-        def ping():
-            return "pong"
-
-        def crash():
-            os._exit(1)
-        """,
-    )
+    write_pod(pods_dir, "slow_restart", SLOW_WHEN_TOLD)
     with PodLoader("slow_restart", pods_dir=pods_dir) as loader:
         with pytest.raises(PodCrashedError):
             loader.crash()
