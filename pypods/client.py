@@ -367,7 +367,7 @@ class PodProcess:
         """
         return self._dead and self._unreported is None
 
-    def report_end(self) -> None:
+    def _raise_unreported(self) -> None:
         """Raise the crash nobody has heard of yet, once (then ``finished`` is True).
 
         Raises:
@@ -426,17 +426,13 @@ class PodProcess:
                     if self._settled.is_set()
                     else "a cancelled call to stop"
                 )
-                raise PodTimeoutError(
-                    f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
-                    f"while waiting for {waited_for} (the call was not started)",
-                    pod=self.pod,
-                    function=function or "describe",
-                    timeout=timeout or 0.0,
+                raise PodTimeoutError.not_started(
+                    self.pod, function or "describe", timeout, waited_for
                 )
             if self._awaiting is not None:
                 self._wait_for_settling(function, deadline, timeout)
             if self._unreported is not None:
-                self.report_end()
+                self._raise_unreported()
             if self._in_flight:  # an earlier call was interrupted before it could settle
                 self._stop("interrupted", wait=False)
             if self._dead:
@@ -494,12 +490,8 @@ class PodProcess:
         self._lock.release()
         settled = self._settled.wait(max(0.0, deadline - time.monotonic()))
         if not settled or not self._acquire_before(deadline, timeout):
-            raise PodTimeoutError(
-                f"call to {function}() in pod {self.pod!r} timed out after {timeout:g}s "
-                "while waiting for a cancelled call to stop (the call was not started)",
-                pod=self.pod,
-                function=function or "describe",
-                timeout=timeout or 0.0,
+            raise PodTimeoutError.not_started(
+                self.pod, function or "describe", timeout, "a cancelled call to stop"
             )
         if self._awaiting is not None:  # a cancel that came meanwhile
             self._finish_cancelled()

@@ -131,13 +131,31 @@ class PodCrashedError(PodError):
 
 
 class PodTimeoutError(PodError, TimeoutError):
-    """A call ran past its timeout. The pod was stopped; the next call starts it afresh."""
+    """A call ran past its timeout.
+
+    A call that had started stopped the pod (its state is unknown); the next call
+    starts it afresh. A call whose time ran out while it still waited (see
+    ``not_started``) left the pod alone.
+    """
 
     def __init__(self, message: str, *, pod: str, function: str, timeout: float) -> None:
         super().__init__(message)
         self.pod = pod
         self.function = function
         self.timeout = timeout
+
+    @classmethod
+    def not_started(
+        cls, pod: str, function: str, timeout: float | None, waiting_for: str
+    ) -> PodTimeoutError:
+        """The error of a call whose time ran out while it waited for ``waiting_for``."""
+        return cls(
+            f"call to {function}() in pod {pod!r} timed out after {timeout or 0.0:g}s "
+            f"while waiting for {waiting_for} (the call was not started)",
+            pod=pod,
+            function=function,
+            timeout=timeout or 0.0,
+        )
 
 
 class PodStartError(PodError):

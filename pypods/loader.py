@@ -269,7 +269,9 @@ class PodLoader:
         while True:
             if process is None:
                 if not self._wait_for_load():
-                    raise self._not_started(function, "load_pod() in another thread")
+                    raise PodTimeoutError.not_started(
+                        self.name, function, self._timeout, "load_pod() in another thread"
+                    )
                 process = self._slot.process
                 if process is None:
                     raise self._not_loaded()
@@ -296,15 +298,6 @@ class PodLoader:
         timeout = self._timeout
         return self._lock.acquire(timeout=-1 if timeout is None else min(timeout, TIMEOUT_MAX))
 
-    def _not_started(self, function: str, waiting_for: str) -> PodTimeoutError:
-        return PodTimeoutError(
-            f"call to {function}() in pod {self.name!r} timed out after {self._timeout:g}s "
-            f"while waiting for {waiting_for} (the call was not started)",
-            pod=self.name,
-            function=function,
-            timeout=self._timeout or 0.0,
-        )
-
     def _restart(self, finished: PodProcess, function: str) -> PodProcess | None:
         """Start a new process in place of a finished one (once, whoever asks first).
 
@@ -312,7 +305,9 @@ class PodLoader:
         restart this call makes itself is limited by ``start_timeout`` instead.
         """
         if not self._lock_within_timeout():
-            raise self._not_started(function, "the pod to be restarted by another thread")
+            raise PodTimeoutError.not_started(
+                self.name, function, self._timeout, "the pod to be restarted by another thread"
+            )
         try:
             if self._slot.process is finished:
                 assert self._environment is not None  # set by load_pod() with the process

@@ -91,9 +91,10 @@ def unpack(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
 def unpack_header(frame: bytes | Buffer | memoryview) -> dict[str, Any]:
     """The message's ``id`` and attachment fields only, without decoding anything else.
 
-    For a frame ``unpack`` could not decode for its depth: its attachments must still
-    be read past to keep the stream in step. Top-level elements are walked by their
-    sizes, so nothing nested is ever looked into.
+    For a frame ``unpack`` could not decode (too deep for this stack, or interrupted):
+    whether attachments follow, and how large, decides whether the stream can be
+    kept in step. Top-level elements are walked by their sizes, so nothing nested is
+    ever looked into.
 
     Raises:
         ProtocolError: the frame's elements do not add up, or it has no int ``id``.
